@@ -1,0 +1,142 @@
+"""Import a diffusers `SD3Transformer2DModel.save_pretrained` folder as a v1 checkpoint (diffusers not needed).
+
+The result has compression ratio 1, the full depth plus any asked depth plans, SSBA off, the SD3 learned
+(cropped) position table, and no VAE or text encoder.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from .checkpoint import save_checkpoint
+from .config import (
+    ElasticConfig,
+    ModelConfig,
+    SchedulerConfig,
+    SSBAConfig,
+    TransformerConfig,
+    validate_config,
+)
+from .errors import CheckpointError, ConfigError, DepthPlanError, UnsupportedModelError
+
+SD3_TEXT_LEN = 333  # 77 CLIP tokens + 256 T5 tokens in SD3's joint text sequence
+SUPPORTED_KEYS = {
+    "sample_size",
+    "patch_size",
+    "in_channels",
+    "num_layers",
+    "attention_head_dim",
+    "num_attention_heads",
+    "joint_attention_dim",
+    "caption_projection_dim",
+    "pooled_projection_dim",
+    "out_channels",
+    "pos_embed_max_size",
+    "dual_attention_layers",
+    "qk_norm",
+}
+
+
+def parse_depth(spec: str, num_blocks: int) -> tuple[str, tuple[int, ...]]:
+    """'12=0-5,18-23' -> ('12', (0, ..., 5, 18, ..., 23))."""
+    name, sep, body = spec.partition("=")
+    if not sep or not name or not body:
+        raise DepthPlanError(f"depth plan '{spec}' must look like NAME=0-5,8,10-11")
+    blocks: list[int] = []
+    try:
+        for part in body.split(","):
+            lo, dash, hi = part.partition("-")
+            blocks += list(range(int(lo), int(hi) + 1)) if dash else [int(lo)]
+    except ValueError:
+        raise DepthPlanError(f"depth plan '{spec}' has a part that is not a block number or range") from None
+    return name.strip(), tuple(blocks)
+
+
+def sd3_config(raw: dict, depths: list[str], text_len: int) -> ModelConfig:
+    unknown = sorted(k for k in raw if not k.startswith("_") and k not in SUPPORTED_KEYS)
+    if unknown:
+        raise UnsupportedModelError(f"SD3 config keys this tool cannot represent: {', '.join(unknown)}")
+    if raw.get("dual_attention_layers"):
+        raise UnsupportedModelError(
+            "SD3.5 dual-attention layers (dual_attention_layers) are not supported by the ElasticDiT block"
+        )
+    qk_norm = raw.get("qk_norm")
+    if qk_norm not in (None, "rms_norm"):
+        raise UnsupportedModelError(f"qk_norm '{qk_norm}' is not supported (only none or rms_norm)")
+    heads, head_dim = raw.get("num_attention_heads", 18), raw.get("attention_head_dim", 64)
+    hidden = heads * head_dim
+    if raw.get("caption_projection_dim", hidden) != hidden:
+        raise UnsupportedModelError("caption_projection_dim must equal the transformer width for joint attention")
+    in_channels = raw.get("in_channels", 16)
+    if raw.get("out_channels", in_channels) not in (None, in_channels):
+        raise UnsupportedModelError("out_channels must equal in_channels")
+    num_blocks = raw.get("num_layers", 18)
+    plans = {str(num_blocks): tuple(range(num_blocks))}
+    for spec in depths:
+        name, blocks = parse_depth(spec, num_blocks)
+        plans[name] = blocks
+    sample = raw.get("sample_size", 128)
+    cfg = ModelConfig(
+        transformer=TransformerConfig(
+            hidden_size=hidden,
+            num_heads=heads,
+            num_blocks=num_blocks,
+            mlp_ratio=4.0,
+            patch_size=raw.get("patch_size", 2),
+            in_channels=in_channels,
+            text_dim=raw.get("joint_attention_dim", 4096),
+            text_len=text_len,
+            pooled_dim=raw.get("pooled_projection_dim", 2048),
+            qk_norm=qk_norm == "rms_norm",
+            pos_embed="cropped",
+            pos_embed_max_size=raw.get("pos_embed_max_size", 96),
+            context_pre_only_last=True,
+        ),
+        elastic=ElasticConfig(compression_ratios=(1,), depths=plans),
+        ssba=SSBAConfig(enabled=False),
+        scheduler=SchedulerConfig(shift=3.0, steps=28, guidance_scale=7.0),
+        resolution=(sample * 8, sample * 8),
+    )
+    validate_config(cfg)
+    return cfg
+
+
+def _read_weights(src: Path) -> dict[str, torch.Tensor]:
+    single = src / "diffusion_pytorch_model.safetensors"
+    index = src / "diffusion_pytorch_model.safetensors.index.json"
+    try:
+        if single.is_file():
+            return load_file(single)
+        if index.is_file():
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            tensors: dict[str, torch.Tensor] = {}
+            for shard in shards:
+                tensors.update(load_file(src / shard))
+            return tensors
+    except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"cannot read the weights in {src}: {str(exc).splitlines()[0]}") from None
+    raise CheckpointError(f"{src} holds no diffusion_pytorch_model.safetensors (only safetensors are read)")
+
+
+def convert_sd3(
+    src: str | Path, out: str | Path, depths: list[str] | None = None, text_len: int = SD3_TEXT_LEN
+) -> ModelConfig:
+    src = Path(src)
+    config_path = src / "config.json"
+    if not config_path.is_file():
+        raise CheckpointError(f"{src} has no config.json (expected a save_pretrained folder)")
+    try:
+        raw = json.loads(config_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{config_path} is not valid JSON: {exc.msg}") from None
+    if raw.get("_class_name", "SD3Transformer2DModel") != "SD3Transformer2DModel":
+        raise UnsupportedModelError(f"{src} holds a {raw['_class_name']}, not an SD3Transformer2DModel")
+    cfg = sd3_config(raw, depths or [], text_len)
+    tensors = {f"transformer.{k}": v.float() for k, v in _read_weights(src).items()}
+    save_checkpoint(out, cfg, tensors)
+    return cfg

@@ -1,0 +1,97 @@
+"""Named errors. Each carries a one-line message the CLI prints as is (no traceback)."""
+
+
+class ElasticDiTError(Exception):
+    """Base of every error the tool reports to the user."""
+
+
+class CheckpointError(ElasticDiTError):
+    """Any problem with a checkpoint file."""
+
+
+class NotSafetensorsError(CheckpointError):
+    pass
+
+
+class TruncatedCheckpointError(CheckpointError):
+    pass
+
+
+class MissingConfigError(CheckpointError):
+    pass
+
+
+class ConfigParseError(CheckpointError):
+    pass
+
+
+class UnsupportedVersionError(CheckpointError):
+    pass
+
+
+class MissingTensorsError(CheckpointError):
+    pass
+
+
+class UnexpectedTensorsError(CheckpointError):
+    pass
+
+
+class ShapeMismatchError(CheckpointError):
+    pass
+
+
+class DtypeError(CheckpointError):
+    pass
+
+
+class NonFiniteWeightsError(CheckpointError):
+    pass
+
+
+class UnsafePickleError(CheckpointError):
+    pass
+
+
+class ConfigError(ElasticDiTError):
+    """The configuration is well-formed JSON but describes something invalid."""
+
+
+class DepthPlanError(ConfigError):
+    pass
+
+
+class GridError(ConfigError):
+    """A compression ratio or SSBA tile does not divide the token grid at a resolution."""
+
+
+class UnsupportedModelError(ConfigError):
+    """A source model uses a feature this tool cannot represent."""
+
+
+class OperatingPointError(ElasticDiTError):
+    """An unknown operating point name."""
+
+
+class RecipeError(ElasticDiTError):
+    """An unknown or invalid export recipe."""
+
+
+class BundleError(ElasticDiTError):
+    """A bundle is malformed, tampered with, or cannot be written."""
+
+
+class ExportError(ElasticDiTError):
+    """Lowering or serialising an operating point failed."""
+
+
+class VerificationError(ElasticDiTError):
+    """A bundle did not match its reference."""
+
+
+class DeviceError(ElasticDiTError):
+    """A device is missing, unreachable or misbehaving."""
+
+
+class ProfileError(ElasticDiTError):
+    """A profile result is malformed or cannot satisfy a request."""

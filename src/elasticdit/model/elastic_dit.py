@@ -1,0 +1,122 @@
+"""ElasticDiT: one set of MMDiT weights, many operating points (compression ratio x depth plan)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from ..operating_points import OperatingPoint
+from ..ssba.lowering import make_core
+from ..ssba.pattern import block_is_shifted, compile_pattern
+from .embeddings import CombinedTimestepTextProjEmbeddings, PatchEmbed, ratio_suffix
+from .layers import AdaLayerNormContinuous
+from .mmdit import JointTransformerBlock
+
+
+class ElasticDiT(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        t = cfg.transformer
+        self.cfg = cfg
+        ratios = cfg.elastic.compression_ratios
+        max_size = t.pos_embed_max_size if t.pos_embed == "cropped" else 0
+        self.pos_embed = PatchEmbed(t.in_channels, t.hidden_size, t.patch_size, ratios, max_size)
+        self.time_text_embed = CombinedTimestepTextProjEmbeddings(t.hidden_size, t.pooled_dim)
+        self.context_embedder = nn.Linear(t.text_dim, t.hidden_size)
+        self.transformer_blocks = nn.ModuleList(
+            JointTransformerBlock(
+                t.hidden_size,
+                t.num_heads,
+                t.mlp_hidden,
+                t.qk_norm,
+                context_pre_only=t.context_pre_only_last and i == t.num_blocks - 1,
+            )
+            for i in range(t.num_blocks)
+        )
+        self.norm_out = AdaLayerNormContinuous(t.hidden_size)
+        for r in ratios:
+            cell = t.patch_size * r
+            self.add_module(f"proj_out{ratio_suffix(r)}", nn.Linear(t.hidden_size, cell * cell * t.in_channels))
+
+    def proj_out_for(self, ratio: int) -> nn.Linear:
+        return getattr(self, f"proj_out{ratio_suffix(ratio)}")
+
+    def attention_cores(
+        self, point: OperatingPoint, resolution: tuple[int, int] | None = None, kind: str = "masked"
+    ) -> list[nn.Module]:
+        """One core per block the point runs; SSBA layers get their grid's pattern and shift parity."""
+        s, t = self.cfg.ssba, self.cfg.transformer
+        grid = self.cfg.token_grid(point.ratio, resolution)
+        cores = []
+        for index in point.blocks:
+            pattern = None
+            if s.enabled:
+                pattern = compile_pattern(grid, s.tile, s.window, block_is_shifted(index, s.shift), t.text_len)
+            cores.append(make_core(kind if s.enabled else "dense", t.head_dim, pattern))
+        return cores
+
+    def operating_point(
+        self, point: OperatingPoint, resolution: tuple[int, int] | None = None, attention: str = "masked"
+    ) -> StaticElasticDiT:
+        """The static network of one operating point; it shares this model's parameters."""
+        return StaticElasticDiT(self, point, resolution or self.cfg.resolution, attention)
+
+    def forward(
+        self,
+        latent: torch.Tensor,
+        sigma: torch.Tensor,
+        text: torch.Tensor,
+        pooled: torch.Tensor,
+        point: OperatingPoint,
+        attention: str = "masked",
+    ) -> torch.Tensor:
+        """velocity [B, C, h, w] for latent [B, C, h, w], sigma [B] in [0, 1], text [B, L, Dt], pooled [B, Dp]."""
+        f = self.cfg.vae.downsample if self.cfg.vae else 8
+        resolution = (latent.shape[-2] * f, latent.shape[-1] * f)
+        return self.operating_point(point, resolution, attention)(latent, sigma, text, pooled)
+
+
+class StaticElasticDiT(nn.Module):
+    """One operating point with everything fixed: grid, blocks, projections, position codes, attention cores.
+
+    It holds the parent's modules (so parameters stay shared) and its own constants.
+    """
+
+    def __init__(self, dit: ElasticDiT, point: OperatingPoint, resolution: tuple[int, int], attention: str):
+        super().__init__()
+        t = dit.cfg.transformer
+        self.point, self.resolution, self.attention = point, resolution, attention
+        self.grid = dit.cfg.token_grid(point.ratio, resolution)
+        self.cell = t.patch_size * point.ratio
+        self.channels = t.in_channels
+        self.patch_embed = dit.pos_embed.projection(point.ratio)
+        with torch.no_grad():
+            codes = dit.pos_embed.position_codes(self.grid, point.ratio).detach().clone()
+        self.register_buffer("codes", codes.contiguous(), persistent=False)
+        self.time_text_embed = dit.time_text_embed
+        self.context_embedder = dit.context_embedder
+        self.blocks = nn.ModuleList(dit.transformer_blocks[i] for i in point.blocks)
+        self.cores = nn.ModuleList(dit.attention_cores(point, resolution, attention))
+        self.norm_out = dit.norm_out
+        self.proj_out = dit.proj_out_for(point.ratio)
+
+    def forward(
+        self, latent: torch.Tensor, sigma: torch.Tensor, text: torch.Tensor, pooled: torch.Tensor
+    ) -> torch.Tensor:
+        img = self.patch_embed(latent).flatten(2).transpose(1, 2) + self.codes
+        temb = self.time_text_embed(sigma, pooled)
+        txt = self.context_embedder(text)
+        last = len(self.blocks) - 1
+        for i, (block, core) in enumerate(zip(self.blocks, self.cores, strict=True)):
+            img, txt = block(img, txt, temb, core, text_out=i < last)
+        img = self.proj_out(self.norm_out(img, temb))
+        return unpatchify(img, self.grid, self.cell, self.channels)
+
+
+def unpatchify(x: torch.Tensor, grid: tuple[int, int], cell: int, channels: int) -> torch.Tensor:
+    """[B, gh*gw, cell*cell*C] -> [B, C, gh*cell, gw*cell] (diffusers' `nhwpqc->nchpwq`)."""
+    b = x.shape[0]
+    gh, gw = grid
+    x = x.reshape(b, gh, gw, cell, cell, channels).permute(0, 5, 1, 3, 2, 4)
+    return x.reshape(b, channels, gh * cell, gw * cell)

@@ -1,0 +1,1 @@
+"""Shift Sparse Block Attention: the pattern, the masked reference and its backend lowerings."""
