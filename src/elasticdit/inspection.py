@@ -124,7 +124,8 @@ def inspect_models(models: Models, resolution: tuple[int, int] | None = None, at
         inputs = _example_inputs(cfg, resolution, device)
         net = models.transformer.operating_point(point, resolution, attention).to(device)
         params, gflops = count_cost(net, inputs)
-        _, gflops_dense = count_cost(models.transformer.operating_point(point, resolution, "dense"), inputs)
+        dense = models.transformer.operating_point(point, resolution, "dense").to(device)
+        _, gflops_dense = count_cost(dense, inputs)
         gh, gw = cfg.token_grid(point.ratio, resolution)
         points.append(
             PointReport(
