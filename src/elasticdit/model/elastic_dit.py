@@ -102,10 +102,11 @@ class StaticElasticDiT(nn.Module):
         self.proj_out = dit.proj_out_for(point.ratio)
 
     def forward(
-        self, latent: torch.Tensor, sigma: torch.Tensor, text: torch.Tensor, pooled: torch.Tensor
+        self, latent: torch.Tensor, timestep: torch.Tensor, text: torch.Tensor, pooled: torch.Tensor
     ) -> torch.Tensor:
+        """timestep is sigma in [0, 1], one per batch row (the method signature of a bundle's denoise)."""
         img = self.patch_embed(latent).flatten(2).transpose(1, 2) + self.codes
-        temb = self.time_text_embed(sigma, pooled)
+        temb = self.time_text_embed(timestep, pooled)
         txt = self.context_embedder(text)
         last = len(self.blocks) - 1
         for i, (block, core) in enumerate(zip(self.blocks, self.cores, strict=True)):

@@ -1,0 +1,121 @@
+"""Slicing: every method a bundle holds as a static module with fixed shapes and example inputs.
+
+Shared by every target: the Android, iOS and ONNX exporters all start from these units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .manifest import TensorSpec
+from .model.pipeline import Models
+from .model.tdvae import TDVAE
+from .model.text_encoder import TextEncoder
+from .operating_points import OperatingPoint
+
+
+@dataclass
+class ExportUnit:
+    method: str
+    kind: str  # "denoise" | "decode" | "encode_text"
+    module: nn.Module
+    example_inputs: tuple[torch.Tensor, ...]
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    point: OperatingPoint | None = None
+
+
+class Decode(nn.Module):
+    """decode: unscaled latent [1, 16, h, w] -> image [1, 3, H, W] in [0, 1]."""
+
+    def __init__(self, vae: TDVAE):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode(latent)
+
+
+class EncodeText(nn.Module):
+    """encode_text: tokens [1, L] int64 -> text [1, L, Dt], pooled [1, Dp]."""
+
+    def __init__(self, encoder: TextEncoder):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.encoder(tokens)
+
+
+def _spec(name: str, t: torch.Tensor) -> TensorSpec:
+    return TensorSpec(name, list(t.shape), str(t.dtype).removeprefix("torch."))
+
+
+def example_inputs(kind: str, shapes: list[TensorSpec], seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """Seeded inputs of the given shapes: latents ~ N(0, 1), timesteps in (0, 1), token ids of words."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for spec in shapes:
+        if spec.dtype == "int64":
+            ids = torch.randint(3, 8, spec.shape, generator=g)
+            ids[..., 0] = 1  # <start>
+            out.append(ids)
+        elif spec.name == "timestep":
+            out.append(torch.rand(spec.shape, generator=g) * 0.9 + 0.05)
+        else:
+            out.append(torch.randn(spec.shape, generator=g))
+    return tuple(out)
+
+
+def denoise_unit(models: Models, point: OperatingPoint, resolution: tuple[int, int], attention: str,
+                 batch: int = 1) -> ExportUnit:
+    cfg = models.cfg
+    t = cfg.transformer
+    lh, lw = cfg.latent_size(resolution)
+    specs = [
+        TensorSpec("latent", [batch, t.in_channels, lh, lw]),
+        TensorSpec("timestep", [batch]),
+        TensorSpec("text", [batch, t.text_len, t.text_dim]),
+        TensorSpec("pooled", [batch, t.pooled_dim]),
+    ]
+    module = models.transformer.operating_point(point, resolution, attention).eval()
+    return ExportUnit(
+        method=point.method, kind="denoise", module=module, example_inputs=example_inputs("denoise", specs),
+        inputs=specs, outputs=[TensorSpec("velocity", [batch, t.in_channels, lh, lw])], point=point,
+    )
+
+
+def decode_unit(models: Models, resolution: tuple[int, int]) -> ExportUnit:
+    assert models.vae is not None
+    lh, lw = models.cfg.latent_size(resolution)
+    specs = [TensorSpec("latent", [1, models.cfg.vae.latent_channels, lh, lw])]
+    return ExportUnit(
+        method="decode", kind="decode", module=Decode(models.vae).eval(), example_inputs=example_inputs("decode", specs),
+        inputs=specs, outputs=[TensorSpec("image", [1, 3, resolution[0], resolution[1]])],
+    )
+
+
+def encode_text_unit(models: Models) -> ExportUnit:
+    assert models.text_encoder is not None
+    t = models.cfg.transformer
+    specs = [TensorSpec("tokens", [1, t.text_len], "int64")]
+    return ExportUnit(
+        method="encode_text", kind="encode_text", module=EncodeText(models.text_encoder).eval(),
+        example_inputs=example_inputs("encode_text", specs), inputs=specs,
+        outputs=[TensorSpec("text", [1, t.text_len, t.text_dim]), TensorSpec("pooled", [1, t.pooled_dim])],
+    )
+
+
+def export_units(
+    models: Models, points: list[OperatingPoint], resolution: tuple[int, int], attention: str, batch: int = 1
+) -> list[ExportUnit]:
+    """Denoise methods for the points (heaviest first), then decode and encode_text when present."""
+    units = [denoise_unit(models, p, resolution, attention, batch) for p in points]
+    if models.vae is not None:
+        units.append(decode_unit(models, resolution))
+    if models.text_encoder is not None:
+        units.append(encode_text_unit(models))
+    return units
