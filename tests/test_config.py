@@ -3,9 +3,15 @@ import dataclasses
 import pytest
 
 from elasticdit.config import ModelConfig, check_resolution
-from elasticdit.errors import ConfigError, ConfigParseError, DepthPlanError, GridError, UnsupportedVersionError
+from elasticdit.errors import (
+    ConfigError,
+    ConfigParseError,
+    DepthPlanError,
+    GridError,
+    OperatingPointError,
+    UnsupportedVersionError,
+)
 from elasticdit.operating_points import lightest_point, operating_points, select
-from elasticdit.errors import OperatingPointError
 from elasticdit.presets import demo_config, paper_scale_config, tiny_config
 
 

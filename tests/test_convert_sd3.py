@@ -18,9 +18,19 @@ runner = CliRunner()
 def tiny_sd3(tmp_path, qk_norm, **extra):
     torch.manual_seed(0)
     model = diffusers.SD3Transformer2DModel(
-        sample_size=16, patch_size=2, in_channels=16, num_layers=3, attention_head_dim=8, num_attention_heads=4,
-        joint_attention_dim=24, caption_projection_dim=32, pooled_projection_dim=12, out_channels=16,
-        pos_embed_max_size=24, qk_norm=qk_norm, **extra,
+        sample_size=16,
+        patch_size=2,
+        in_channels=16,
+        num_layers=3,
+        attention_head_dim=8,
+        num_attention_heads=4,
+        joint_attention_dim=24,
+        caption_projection_dim=32,
+        pooled_projection_dim=12,
+        out_channels=16,
+        pos_embed_max_size=24,
+        qk_norm=qk_norm,
+        **extra,
     ).eval()
     with torch.no_grad():
         for p in model.parameters():  # adaLN-Zero starts at zero: give every path signal
@@ -34,8 +44,9 @@ def tiny_sd3(tmp_path, qk_norm, **extra):
 def test_converted_forward_matches_diffusers(tmp_path, qk_norm):
     model, src = tiny_sd3(tmp_path, qk_norm)
     out = tmp_path / "sd3.safetensors"
-    result = runner.invoke(app, ["convert", "--from", "diffusers-sd3", str(src), "-o", str(out),
-                                 "--depths", "2=0,2", "--text-len", "7"])
+    result = runner.invoke(
+        app, ["convert", "--from", "diffusers-sd3", str(src), "-o", str(out), "--depths", "2=0,2", "--text-len", "7"]
+    )
     assert result.exit_code == 0, result.output
     ck = load_checkpoint(out, resolution=(128, 160))
     assert ck.cfg.elastic.compression_ratios == (1,) and not ck.cfg.ssba.enabled and ck.cfg.vae is None
@@ -43,8 +54,11 @@ def test_converted_forward_matches_diffusers(tmp_path, qk_norm):
     ours = ck.models().transformer
     full = operating_points(ck.cfg)[0]
     g = torch.Generator().manual_seed(1)
-    latent, text, pooled = torch.randn(2, 16, 16, 20, generator=g), torch.randn(2, 7, 24, generator=g), \
-        torch.randn(2, 12, generator=g)
+    latent, text, pooled = (
+        torch.randn(2, 16, 16, 20, generator=g),
+        torch.randn(2, 7, 24, generator=g),
+        torch.randn(2, 12, generator=g),
+    )
     sigma = torch.tensor([0.25, 0.8])
     with torch.no_grad():
         ref = model(latent, text, pooled, sigma * 1000).sample
@@ -69,6 +83,11 @@ def test_bad_depth_spec_and_config(tmp_path):
         sd3_config({"num_layers": 3}, ["x=0,5"], 7)
     with pytest.raises(UnsupportedModelError, match="qk_norm"):
         sd3_config({"qk_norm": "layer_norm"}, [], 7)
-    cfg = sd3_config(json.loads('{"num_layers": 4, "num_attention_heads": 2, "attention_head_dim": 8, '
-                                '"caption_projection_dim": 16}'), ["2=0-1"], 7)
+    cfg = sd3_config(
+        json.loads(
+            '{"num_layers": 4, "num_attention_heads": 2, "attention_head_dim": 8, "caption_projection_dim": 16}'
+        ),
+        ["2=0-1"],
+        7,
+    )
     assert cfg.elastic.depths["2"] == (0, 1)

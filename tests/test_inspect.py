@@ -27,7 +27,10 @@ def dense_gflops(cfg, point):
         flops += 2 * 2 * t.num_heads * s * s * t.head_dim  # scores and weighted sum
         flops += 2 * n * c * c + (0 if last else 2 * txt * c * c)  # output projections
         flops += 2 * 2 * n * c * t.mlp_hidden + (0 if last else 2 * 2 * txt * c * t.mlp_hidden)
-    flops += 2 * c * 2 * c + 2 * n * c * cell * cell * 16  # norm_out, proj_out
+        # layer norms take their means as a matmul with an averaging vector: 2 matmuls of 2*rows*C each
+        flops += 4 * c * (n + txt + n + (0 if last else txt))  # norm1, norm1_context, norm2, norm2_context
+        flops += 2 * 2 * s * c if t.qk_norm else 0  # RMS qk-norm of q and k over both streams
+    flops += 2 * c * 2 * c + 4 * n * c + 2 * n * c * cell * cell * 16  # norm_out linear and norm, proj_out
     return flops / 1e9
 
 

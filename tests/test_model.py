@@ -25,14 +25,20 @@ def inputs(cfg, batch=1, seed=0):
     g = torch.Generator().manual_seed(seed)
     t = cfg.transformer
     lh, lw = cfg.latent_size()
-    return (torch.randn(batch, 16, lh, lw, generator=g), torch.rand(batch, generator=g),
-            torch.randn(batch, t.text_len, t.text_dim, generator=g), torch.randn(batch, t.pooled_dim, generator=g))
+    return (
+        torch.randn(batch, 16, lh, lw, generator=g),
+        torch.rand(batch, generator=g),
+        torch.randn(batch, t.text_len, t.text_dim, generator=g),
+        torch.randn(batch, t.pooled_dim, generator=g),
+    )
 
 
 def test_elastic_depth_runs_exactly_the_listed_blocks(models):
     calls = []
-    hooks = [b.register_forward_pre_hook(lambda mod, args, i=i: calls.append(i))
-             for i, b in enumerate(models.transformer.transformer_blocks)]
+    hooks = [
+        b.register_forward_pre_hook(lambda mod, args, i=i: calls.append(i))
+        for i, b in enumerate(models.transformer.transformer_blocks)
+    ]
     try:
         for point in operating_points(CFG):
             calls.clear()
@@ -76,8 +82,10 @@ def test_position_codes_name_the_same_place_at_every_ratio():
     torch.testing.assert_close(coarse[i * 4 + j], expected)
     assert torch.equal(sincos_2d(dim, (8, 8), 1)[3 * 8 + 5], fine[3 * 8 + 5])
     # the ratio-1 code of token (y=3, x=5) is the sin-cos of (5, 3)
-    torch.testing.assert_close(fine[3 * 8 + 5], torch.cat([sincos_1d(16, torch.tensor([5.0])),
-                                                           sincos_1d(16, torch.tensor([3.0]))], 1).float()[0])
+    torch.testing.assert_close(
+        fine[3 * 8 + 5],
+        torch.cat([sincos_1d(16, torch.tensor([5.0])), sincos_1d(16, torch.tensor([3.0]))], 1).float()[0],
+    )
 
 
 def test_haar_transform_is_orthonormal_and_invertible():
@@ -147,8 +155,18 @@ def test_classifier_free_guidance_combines_both_passes():
     noise = torch.zeros(1, 1, 2, 2)
     cond, uncond = torch.tensor([[2.0]]), torch.tensor([[1.0]])
     for batched in (True, False):
-        out = sample(fake, noise, cond, cond, steps=3, shift=1.0, guidance=4.0, uncond_text=uncond,
-                     uncond_pooled=uncond, batched_cfg=batched)
+        out = sample(
+            fake,
+            noise,
+            cond,
+            cond,
+            steps=3,
+            shift=1.0,
+            guidance=4.0,
+            uncond_text=uncond,
+            uncond_pooled=uncond,
+            batched_cfg=batched,
+        )
         # v = 1 + 4 * (2 - 1) = 5 integrated from sigma 1 to 0: x = 0 - 5
         torch.testing.assert_close(out, torch.full_like(noise, -5.0))
     with pytest.raises(ValueError, match="unconditional"):

@@ -48,7 +48,7 @@ class Checkpoint:
 
     def models(self) -> Models:
         """The networks with these weights, in eval mode, float32."""
-        models = build_models(self.cfg, "meta")
+        models = build_models(self.cfg)
         models.load_state_dict({k: v.float() for k, v in self.tensors.items()})
         return models.eval()
 

@@ -62,8 +62,20 @@ def build_manifest(
 
     def ordered_point(p: PointEntry) -> dict[str, Any]:
         d = asdict(p)
-        keys = ["name", "compression_ratio", "depth", "blocks", "method", "file", "tokens", "gflops",
-                "ssba_sparsity", "ssba_image_sparsity", "inputs", "outputs"]
+        keys = [
+            "name",
+            "compression_ratio",
+            "depth",
+            "blocks",
+            "method",
+            "file",
+            "tokens",
+            "gflops",
+            "ssba_sparsity",
+            "ssba_image_sparsity",
+            "inputs",
+            "outputs",
+        ]
         return {k: d[k] for k in keys}
 
     return {

@@ -128,7 +128,9 @@ def parse_recipe(raw: dict[str, Any], source: str = "<recipe>") -> Recipe:
     target = flat["target"]
     attention = flat.get("attention", "masked")
     if attention not in lowering_names():
-        raise RecipeError(f"recipe key 'lowering.attention' = {attention!r} is not one of {', '.join(lowering_names())}")
+        raise RecipeError(
+            f"recipe key 'lowering.attention' = {attention!r} is not one of {', '.join(lowering_names())}"
+        )
     scheme = flat.get("scheme", "none")
     if scheme not in QUANT_SCHEMES[target]:
         raise RecipeError(

@@ -70,8 +70,9 @@ def example_inputs(kind: str, shapes: list[TensorSpec], seed: int = 0) -> tuple[
     return tuple(out)
 
 
-def denoise_unit(models: Models, point: OperatingPoint, resolution: tuple[int, int], attention: str,
-                 batch: int = 1) -> ExportUnit:
+def denoise_unit(
+    models: Models, point: OperatingPoint, resolution: tuple[int, int], attention: str, batch: int = 1
+) -> ExportUnit:
     cfg = models.cfg
     t = cfg.transformer
     lh, lw = cfg.latent_size(resolution)
@@ -83,8 +84,13 @@ def denoise_unit(models: Models, point: OperatingPoint, resolution: tuple[int, i
     ]
     module = models.transformer.operating_point(point, resolution, attention).eval()
     return ExportUnit(
-        method=point.method, kind="denoise", module=module, example_inputs=example_inputs("denoise", specs),
-        inputs=specs, outputs=[TensorSpec("velocity", [batch, t.in_channels, lh, lw])], point=point,
+        method=point.method,
+        kind="denoise",
+        module=module,
+        example_inputs=example_inputs("denoise", specs),
+        inputs=specs,
+        outputs=[TensorSpec("velocity", [batch, t.in_channels, lh, lw])],
+        point=point,
     )
 
 
@@ -93,8 +99,12 @@ def decode_unit(models: Models, resolution: tuple[int, int]) -> ExportUnit:
     lh, lw = models.cfg.latent_size(resolution)
     specs = [TensorSpec("latent", [1, models.cfg.vae.latent_channels, lh, lw])]
     return ExportUnit(
-        method="decode", kind="decode", module=Decode(models.vae).eval(), example_inputs=example_inputs("decode", specs),
-        inputs=specs, outputs=[TensorSpec("image", [1, 3, resolution[0], resolution[1]])],
+        method="decode",
+        kind="decode",
+        module=Decode(models.vae).eval(),
+        example_inputs=example_inputs("decode", specs),
+        inputs=specs,
+        outputs=[TensorSpec("image", [1, 3, resolution[0], resolution[1]])],
     )
 
 
@@ -103,8 +113,11 @@ def encode_text_unit(models: Models) -> ExportUnit:
     t = models.cfg.transformer
     specs = [TensorSpec("tokens", [1, t.text_len], "int64")]
     return ExportUnit(
-        method="encode_text", kind="encode_text", module=EncodeText(models.text_encoder).eval(),
-        example_inputs=example_inputs("encode_text", specs), inputs=specs,
+        method="encode_text",
+        kind="encode_text",
+        module=EncodeText(models.text_encoder).eval(),
+        example_inputs=example_inputs("encode_text", specs),
+        inputs=specs,
         outputs=[TensorSpec("text", [1, t.text_len, t.text_dim]), TensorSpec("pooled", [1, t.pooled_dim])],
     )
 

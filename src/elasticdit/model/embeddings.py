@@ -9,11 +9,14 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def timestep_embedding(t: torch.Tensor, dim: int = 256, max_period: float = 10000.0) -> torch.Tensor:
-    """diffusers `Timesteps(dim, flip_sin_to_cos=True, downscale_freq_shift=0)`: [cos, sin]."""
+def timestep_frequencies(dim: int = 256, max_period: float = 10000.0) -> torch.Tensor:
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
-    args = t.float()[:, None] * freqs[None]
+    return torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32) / half).reshape(1, half)
+
+
+def timestep_embedding(t: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+    """diffusers `Timesteps(dim, flip_sin_to_cos=True, downscale_freq_shift=0)`: [cos, sin]."""
+    args = t.reshape(-1, 1) * freqs
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 
 
@@ -36,10 +39,11 @@ class CombinedTimestepTextProjEmbeddings(nn.Module):
         super().__init__()
         self.timestep_embedder = MLPEmbedder(256, dim)
         self.text_embedder = MLPEmbedder(pooled_dim, dim)
+        self.register_buffer("freqs", timestep_frequencies(256), persistent=False)
 
     def forward(self, sigma: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
         # Inputs carry sigma in [0, 1]; the embedding sees sigma * 1000 as SD3's does.
-        t_emb = self.timestep_embedder(timestep_embedding(sigma * 1000.0))
+        t_emb = self.timestep_embedder(timestep_embedding(sigma * 1000.0, self.freqs))
         return t_emb + self.text_embedder(pooled)
 
 

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from .attention import JointAttention
-from .layers import AdaLayerNormContinuous, AdaLayerNormZero, FeedForward, layer_norm, modulate
+from .layers import AdaLayerNormContinuous, AdaLayerNormZero, FeedForward, LayerNorm, modulate
 
 
 class JointTransformerBlock(nn.Module):
@@ -16,8 +16,10 @@ class JointTransformerBlock(nn.Module):
         self.norm1 = AdaLayerNormZero(dim)
         self.norm1_context = AdaLayerNormContinuous(dim) if context_pre_only else AdaLayerNormZero(dim)
         self.attn = JointAttention(dim, heads, qk_norm, context_pre_only)
+        self.norm2 = LayerNorm(dim)
         self.ff = FeedForward(dim, mlp_hidden)
         if not context_pre_only:
+            self.norm2_context = LayerNorm(dim)
             self.ff_context = FeedForward(dim, mlp_hidden)
 
     def forward(
@@ -32,11 +34,11 @@ class JointTransformerBlock(nn.Module):
 
         text_out = text_out and not self.context_pre_only
         attn_img, attn_txt = self.attn(norm_img, norm_txt, core, text_out)
-        img = img + gate_msa[:, None] * attn_img
-        img = img + gate_mlp[:, None] * self.ff(modulate(layer_norm(img), shift_mlp, scale_mlp))
+        img = img + gate_msa * attn_img
+        img = img + gate_mlp * self.ff(modulate(self.norm2(img), shift_mlp, scale_mlp))
 
         if not text_out:
             return img, txt  # the text stream ends here (SD3's last block, or the plan's last block)
-        txt = txt + c_gate_msa[:, None] * attn_txt
-        txt = txt + c_gate_mlp[:, None] * self.ff_context(modulate(layer_norm(txt), c_shift_mlp, c_scale_mlp))
+        txt = txt + c_gate_msa * attn_txt
+        txt = txt + c_gate_mlp * self.ff_context(modulate(self.norm2_context(txt), c_shift_mlp, c_scale_mlp))
         return img, txt

@@ -34,7 +34,8 @@ def _haar_mix(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, d: torch.Tensor
 
 def haar_idwt(bands: torch.Tensor) -> torch.Tensor:
     """[B, 4*C, h, w] (LL, LH, HL, HH, each C channels) -> [B, C, 2h, 2w]."""
-    ll, lh, hl, hh = bands.chunk(4, dim=1)
+    c = bands.shape[1] // 4
+    ll, lh, hl, hh = (bands[:, i * c : (i + 1) * c] for i in range(4))
     phases = _haar_mix(ll, lh, hl, hh)  # [B, C, 4, h, w]: pixels (0,0), (0,1), (1,0), (1,1)
     return F.pixel_shuffle(phases.flatten(1, 2), 2)
 
