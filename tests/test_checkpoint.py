@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -107,7 +108,7 @@ def test_resolution_the_grid_rules_reject(tmp_path):
 
 
 def test_cli_prints_one_line_and_exits_nonzero(tmp_path):
-    for path, _error, words in _bad_cases(tmp_path):
+    for path, _error, _words in _bad_cases(tmp_path):
         result = runner.invoke(app, ["inspect", str(path)])
         assert result.exit_code == 1, (path, result.output)
         assert result.stdout == ""
@@ -165,7 +166,5 @@ def test_random_corruption_gives_only_named_errors(tmp_path, data):
         blob[i:i] = data.draw(st.binary(min_size=1, max_size=64))
     path = tmp_path / "c.safetensors"
     path.write_bytes(bytes(blob))
-    try:
+    with contextlib.suppress(NAMED):
         load_checkpoint(path)
-    except NAMED:
-        pass

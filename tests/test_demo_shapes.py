@@ -92,7 +92,8 @@ def test_parse_prompt_examples(prompt: str, spec: PromptSpec):
 
 
 def test_parse_prompt_is_lenient_only_in_form():
-    assert parse_prompt("A Red circle, LEFT of an blue square.") == parse_prompt("a red circle left of a blue square")
+    canonical = parse_prompt("a red circle left of a blue square")
+    assert parse_prompt("A Red circle, LEFT of an blue square.") == canonical
     assert parse_prompt("one green triangle in the center").region == "centre"
 
 
@@ -164,7 +165,8 @@ def test_sampled_scenes_match_their_prompt_and_keep_shapes_apart(seed: int, cate
             bx0, by0, bx1, by1 = _box(b)
             gap = max(bx0 - ax1, ax0 - bx1, by0 - ay1, ay0 - by1)
             assert gap >= GAP - 1e-9, f"{a} and {b} overlap or touch"
-    first = next(s for s in scene.shapes if (s.colour, s.kind) == (spec.objects[0].colour, spec.objects[0].kind))
+    named = spec.objects[0]
+    first = next(s for s in scene.shapes if (s.colour, s.kind) == (named.colour, named.kind))
     if spec.relation is not None:
         second = next(s for s in scene.shapes if s is not first)
         _assert_clearly_related(first, second, spec.relation)
@@ -190,7 +192,11 @@ def _assert_clearly_in_region(shape: Shape, region: str) -> None:
     """Box centre at least 0.05 inside the named third, and in the middle third on the other axis."""
 
     def third(v: float) -> str:
-        return "low" if v < 1 / 3 - 0.05 else "high" if v > 2 / 3 + 0.05 else "middle" if 0.38 < v < 0.62 else "?"
+        if v < 1 / 3 - 0.05:
+            return "low"
+        if v > 2 / 3 + 0.05:
+            return "high"
+        return "middle" if 0.38 < v < 0.62 else "?"
 
     expected = {
         "left": ("low", "middle"),
@@ -232,7 +238,8 @@ def test_render_draws_each_shape_in_its_colour_with_the_right_area(size: int):
 
 
 def test_render_only_uses_palette_colours_blended_with_the_background():
-    image = render(Scene((Shape("triangle", "orange", 0.5, 0.5, 0.3),), "an orange triangle", "single_object"), 64)
+    scene = Scene((Shape("triangle", "orange", 0.5, 0.5, 0.3),), "an orange triangle", "single_object")
+    image = render(scene, 64)
     colours = {tuple(p) for p in image.reshape(-1, 3)}
     orange = np.array(PALETTE["orange"])
     for c in colours:  # anti-aliased edge pixels are t * orange (the background is black)

@@ -186,6 +186,67 @@ def convert(
         out.print(f"wrote {output}: {cfg.transformer.num_blocks} blocks, depth plans {', '.join(cfg.elastic.depths)}")
 
 
+@app.command()
+@reports_errors
+def export(
+    checkpoint: CheckpointArg = None,
+    target: Annotated[
+        str, typer.Option(help="android (ExecuTorch/XNNPACK .pte), ios (Core ML .mlpackage) or onnx.")
+    ] = "android",
+    output: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", help="Bundle folder to write (default: ./bundle-TARGET).", show_default=False),
+    ] = None,
+    recipe: Annotated[
+        str | None,
+        typer.Option(
+            help="Recipe name (see recipes/) or path to a .toml (default: android-fp32, ios-fp16, onnx-fp32)."
+        ),
+    ] = None,
+    ops: Annotated[
+        str | None, typer.Option(help="Comma-separated operating points, e.g. r1_d6,r4_d2 (default: all).")
+    ] = None,
+    resolution: ResolutionOpt = None,
+    cfg: Annotated[bool, typer.Option("--cfg", help="Batch 2 denoise methods for classifier-free guidance.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing bundle folder.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write a bundle: one artifact holding every operating point (weights stored once) + manifest.json."""
+    from .exporter import ExportRequest, export_bundle
+
+    req = ExportRequest(
+        checkpoint=checkpoint or default_checkpoint(),
+        target=target,
+        output=output or Path(f"bundle-{target}"),
+        recipe=recipe,
+        ops=[o.strip() for o in ops.split(",") if o.strip()] if ops else None,
+        resolution=resolution,
+        cfg_batch=cfg,
+        force=force,
+    )
+    summary = export_bundle(req)
+    if as_json:
+        print_json(summary)
+        return
+    table = Table(title=f"{summary['bundle']} ({summary['target']}, {summary['recipe']})")
+    for col in ("file", "bytes", "sha256"):
+        table.add_column(col, justify="right" if col == "bytes" else "left", no_wrap=True)
+    for f in summary["files"]:
+        table.add_row(f["path"], f"{f['bytes']:,}", f["sha256"][:16])
+    out.print(table)
+    report = summary["backend_report"]
+    names = ", ".join(p["name"] for p in summary["operating_points"])
+    out.print(
+        f"{len(summary['operating_points'])} operating points ({names}) + "
+        f"{len(summary['methods']) - len(summary['operating_points'])} other methods, "
+        f"{summary['bytes'] / 1e6:.2f} MB in all"
+    )
+    outside = {m: r.get("outside_ops") for m, r in report.items() if r and r.get("outside_ops")}
+    if outside:
+        for m, ops_out in outside.items():
+            out.print(f"  {m}: outside the delegate: {', '.join(f'{k} x{v}' for k, v in ops_out.items())}")
+
+
 def main() -> None:
     app()
 

@@ -141,7 +141,8 @@ def vocabulary() -> list[str]:
 
 
 _COUNT_WORDS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3}
-_RELATION_WORDS = {tuple(r.split()): r for r in RELATIONS}
+# What may join two objects: "and" (no relation) or a relation.
+_LINKS: dict[tuple[str, ...], str | None] = {("and",): None} | {tuple(r.split()): r for r in RELATIONS}
 _REGION_WORDS = {tuple(p.split()): r for r, p in REGION_PHRASES.items()} | {("in", "the", "center"): "centre"}
 
 
@@ -155,33 +156,28 @@ def parse_prompt(prompt: str) -> PromptSpec:
     if not words:
         raise ValueError("empty prompt")
     first, i = _parse_object(words, 0, prompt)
-    if i == len(words):
+    rest = tuple(words[i:])
+    if not rest:
         return PromptSpec("counting" if first.count > 1 else "single_object", (first,))
     if first.count > 1:
         raise ValueError(f"{prompt!r}: counts above one only appear alone, e.g. 'two red circles'")
-    rest = tuple(words[i:])
-    if rest[0] == "and" or rest[:2] in _RELATION_WORDS or rest[:1] in _RELATION_WORDS:
-        relation = None
-        if rest[0] == "and":
-            i += 1
-        else:
-            width = 2 if rest[:2] in _RELATION_WORDS else 1
-            relation, i = _RELATION_WORDS[rest[:width]], i + width
-        second, i = _parse_object(words, i, prompt)
-        if i != len(words):
-            raise ValueError(f"{prompt!r}: unexpected words after the second object: {' '.join(words[i:])!r}")
-        if second.count > 1:
-            raise ValueError(f"{prompt!r}: counts above one only appear alone, e.g. 'two red circles'")
-        if (first.colour, first.kind) == (second.colour, second.kind):
-            raise ValueError(f"{prompt!r}: the two objects must differ in colour or shape")
-        category = "two_objects" if relation is None else "position"
-        return PromptSpec(category, (first, second), relation=relation)
     if rest in _REGION_WORDS:
         return PromptSpec("absolute_position", (first,), region=_REGION_WORDS[rest])
-    raise ValueError(
-        f"{prompt!r}: expected 'and', a relation {RELATIONS} or a region "
-        f"{tuple(REGION_PHRASES.values())} after {first.phrase!r}, got {' '.join(rest)!r}"
-    )
+    width = next((w for w in (2, 1) if rest[:w] in _LINKS), 0)
+    if not width:
+        raise ValueError(
+            f"{prompt!r}: expected 'and', a relation {RELATIONS} or a region "
+            f"{tuple(REGION_PHRASES.values())} after {first.phrase!r}, got {' '.join(rest)!r}"
+        )
+    relation = _LINKS[rest[:width]]
+    second, end = _parse_object(words, i + width, prompt)
+    if end != len(words):
+        raise ValueError(f"{prompt!r}: unexpected words after the second object: {' '.join(words[end:])!r}")
+    if second.count > 1:
+        raise ValueError(f"{prompt!r}: counts above one only appear alone, e.g. 'two red circles'")
+    if (first.colour, first.kind) == (second.colour, second.kind):
+        raise ValueError(f"{prompt!r}: the two objects must differ in colour or shape")
+    return PromptSpec("two_objects" if relation is None else "position", (first, second), relation=relation)
 
 
 def _parse_object(words: list[str], i: int, prompt: str) -> tuple[ObjectSpec, int]:

@@ -16,7 +16,8 @@ from torch import nn
 
 
 def averaging_vector(dim: int) -> torch.Tensor:
-    return torch.full((dim, 1), 1.0 / dim)
+    """[1, dim]: `F.linear(x, avg)` is the mean over the last dim as one delegated matmul."""
+    return torch.full((1, dim), 1.0 / dim)
 
 
 class LayerNorm(nn.Module):
@@ -28,8 +29,8 @@ class LayerNorm(nn.Module):
         self.register_buffer("avg", averaging_vector(dim), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        centred = x - x @ self.avg
-        return centred * torch.rsqrt((centred * centred) @ self.avg + self.eps)
+        centred = x - F.linear(x, self.avg)
+        return centred * torch.rsqrt(F.linear(centred * centred, self.avg) + self.eps)
 
 
 class RMSNorm(nn.Module):
@@ -42,7 +43,7 @@ class RMSNorm(nn.Module):
         self.register_buffer("avg", averaging_vector(dim), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.rsqrt((x * x) @ self.avg + self.eps) * self.weight
+        return x * torch.rsqrt(F.linear(x * x, self.avg) + self.eps) * self.weight
 
 
 def gelu_tanh(x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,1 @@
+"""Quantization steps selected by a recipe's `quantization.scheme`."""

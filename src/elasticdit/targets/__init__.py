@@ -1,0 +1,1 @@
+"""Backends a bundle can be written for; each turns the shared export units into its artifact."""
