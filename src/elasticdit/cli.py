@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .errors import ElasticDiTError
+from .quiet import silence_library_noise
 
 app = typer.Typer(
     name="elasticdit",
@@ -247,7 +248,42 @@ def export(
             out.print(f"  {m}: outside the delegate: {', '.join(f'{k} x{v}' for k, v in ops_out.items())}")
 
 
+@app.command()
+@reports_errors
+def verify(
+    bundle: Annotated[Path, typer.Argument(help="A bundle folder written by `elasticdit export`.")],
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(help="The checkpoint the bundle came from (default: the demo, when the bundle was made from it)."),
+    ] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads for the host runtime.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check every file's hash, then run every method on this host against the PyTorch reference."""
+    from .verify import verify_bundle
+
+    report = verify_bundle(bundle, checkpoint, threads)
+    if as_json:
+        print_json(report)
+    else:
+        table = Table(title=f"{report['bundle']} ({report['target']}, {report['recipe']})")
+        for col in ("method", "check", "value", "limit", "result", "note"):
+            table.add_column(col, no_wrap=col != "note")
+        for m in report["methods"]:
+            value = f"{m['value']:.2e}" if m["metric"] == "rel_err" else f"{m['value']:.1f} dB"
+            limit = f"<= {m['limit']:.0e}" if m["metric"] == "rel_err" else f">= {m['limit']:.0f} dB"
+            result = "[green]pass[/]" if m["passed"] else "[red]FAIL[/]"
+            table.add_row(m["method"], m["metric"], value, limit, result, m["note"])
+        out.print(f"{len(report['files'])} files match their sha256")
+        out.print(table)
+    if not report["passed"]:
+        failed = [m["method"] for m in report["methods"] if not m["passed"]]
+        err.print(f"[bold red]error:[/] {len(failed)} methods out of tolerance: {', '.join(failed)}", soft_wrap=True)
+        raise typer.Exit(1)
+
+
 def main() -> None:
+    silence_library_noise()
     app()
 
 

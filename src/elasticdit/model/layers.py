@@ -21,16 +21,20 @@ def averaging_vector(dim: int) -> torch.Tensor:
 
 
 class LayerNorm(nn.Module):
-    """LayerNorm without affine parameters (every adaLN norm in SD3), eps 1e-6."""
+    """LayerNorm; without affine parameters (every adaLN norm in SD3, eps 1e-6) unless asked."""
 
-    def __init__(self, dim: int, eps: float = 1e-6):
+    def __init__(self, dim: int, eps: float = 1e-6, affine: bool = False):
         super().__init__()
         self.eps = eps
         self.register_buffer("avg", averaging_vector(dim), persistent=False)
+        if affine:
+            self.weight = nn.Parameter(torch.ones(dim))
+            self.bias = nn.Parameter(torch.zeros(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         centred = x - F.linear(x, self.avg)
-        return centred * torch.rsqrt(F.linear(centred * centred, self.avg) + self.eps)
+        x = centred * torch.rsqrt(F.linear(centred * centred, self.avg) + self.eps)
+        return x * self.weight + self.bias if hasattr(self, "weight") else x
 
 
 class RMSNorm(nn.Module):

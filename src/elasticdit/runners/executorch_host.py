@@ -1,0 +1,66 @@
+"""Run an Android bundle's `.pte` on this host through ExecuTorch's Python runtime (XNNPACK)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from ..errors import BundleError
+from ..quiet import native_stderr_captured
+
+
+def set_threads(threads: int | None) -> None:
+    """XNNPACK's pool size; must be set before a program is loaded (a loaded method keeps its pool)."""
+    if threads:
+        from executorch.extension.pybindings import portable_lib
+
+        portable_lib._unsafe_reset_threadpool(int(threads))
+
+
+class ExecuTorchProgram:
+    def __init__(self, path: str | Path, threads: int | None = None, etdump: bool = False):
+        from executorch.runtime import Runtime
+
+        set_threads(threads)
+        self.path = Path(path)
+        self.etdump = etdump
+        with native_stderr_captured() as log:
+            try:
+                self.program = Runtime.get().load_program(str(self.path), enable_etdump=etdump, debug_buffer_size=0)
+            except Exception as exc:
+                self.program = None
+                error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if self.program is None:
+            detail = next((line for line in reversed(log) if "rror" in line), "")
+            raise BundleError(f"ExecuTorch cannot load {self.path}: {error} {detail}".strip())
+        self._methods: dict[str, object] = {}
+
+    @property
+    def method_names(self) -> set[str]:
+        return set(self.program.method_names)
+
+    def load(self, name: str):
+        if name not in self._methods:
+            if name not in self.method_names:
+                raise BundleError(f"{self.path.name} has no method '{name}'")
+            with native_stderr_captured() as log:
+                try:
+                    self._methods[name] = self.program.load_method(name)
+                except Exception as exc:
+                    detail = next((line for line in reversed(log) if "rror" in line), str(exc))
+                    raise BundleError(f"ExecuTorch cannot load method {name}: {detail}") from None
+        return self._methods[name]
+
+    def run(self, name: str, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+        outputs = self.load(name).execute([t.contiguous() for t in inputs])
+        return [t.clone() for t in outputs]  # methods share one memory arena: copy out
+
+    def write_etdump(self, path: str | Path) -> Path:
+        path = Path(path)
+        debug = path.with_suffix(".debug.bin")
+        self.program.write_etdump_result_to_file(str(path), str(debug))
+        if debug.exists() and debug.stat().st_size == 0:
+            os.unlink(debug)
+        return path
