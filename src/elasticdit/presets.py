@@ -113,6 +113,26 @@ def tiny_config(
     )
 
 
+def mobile_config() -> ModelConfig:
+    """The benchmarks' mobile-scale model: width 512 (8 heads of 64), 12 blocks, 512 px (1024 tokens at ratio 1,
+    SSBA tile 8: a 4x4 tile grid), ratios 1/2/4, four depth plans; random weights, no VAE encoder."""
+    return ModelConfig(
+        transformer=TransformerConfig(
+            hidden_size=512, num_heads=8, num_blocks=12, mlp_ratio=4.0, patch_size=2, in_channels=16,
+            text_dim=512, text_len=77, pooled_dim=512, qk_norm=True,
+        ),
+        elastic=ElasticConfig(
+            compression_ratios=(1, 2, 4),
+            depths={"12": tuple(range(12)), "9": (0, 1, 2, 3, 4, 5, 8, 9, 11), "6": (0, 1, 2, 3, 10, 11),
+                    "4": (0, 1, 10, 11)},
+        ),
+        ssba=SSBAConfig(enabled=True, tile=8, window=1),
+        scheduler=SchedulerConfig(shift=3.0, steps=20, guidance_scale=4.5),
+        resolution=(512, 512),
+        vae=VAEConfig(decoder_widths=(64, 32, 16), latent_blocks=2),
+    )
+
+
 def paper_scale_config() -> ModelConfig:
     """1024 px, f8 latent, patch 2 (a 64x64 token grid at ratio 1), SSBA tile 8 window 1: ~86% image sparsity."""
     return ModelConfig(
