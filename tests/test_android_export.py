@@ -107,7 +107,7 @@ def test_failure_midway_leaves_dir_untouched(bundle, tiny_ckpt, monkeypatch):
         (["--ops", "r3_d4"], "unknown operating point 'r3_d4'; valid: r1_d4, r1_d2, r2_d4, r2_d2"),
         (["--resolution", "96", "96"], "SSBA tile 2 does not divide"),
         (["--recipe", "android-fp64"], "unknown recipe 'android-fp64'"),
-        (["--recipe", "ios-fp16"], "unknown recipe 'ios-fp16'"),
+        (["--recipe", "ios-fp16"], "recipe 'ios-fp16' is for target ios, not android"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(tiny_ckpt, tmp_path, args, words):

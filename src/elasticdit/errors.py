@@ -93,5 +93,9 @@ class DeviceError(ElasticDiTError):
     """A device is missing, unreachable or misbehaving."""
 
 
+class DeviceProfileError(ElasticDiTError):
+    """A device profile or the ssh hosts file is invalid, or a named profile does not exist."""
+
+
 class ProfileError(ElasticDiTError):
     """A profile result is malformed or cannot satisfy a request."""

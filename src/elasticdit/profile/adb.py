@@ -1,0 +1,507 @@
+"""Profile an Android bundle on a phone over adb with ExecuTorch's `executor_runner`.
+
+The real `adb` client runs through subprocess: `adb devices -l` to pick the phone, `push` the user's arm64
+`executor_runner` and the bundle's .pte to a fresh folder under /data/local/tmp, `shell` the runner once per
+method (`--model_path --method_name --num_executions --cpu_threads --etdump_path`), parse its log lines, `pull`
+the ETDump for the per-op breakdown, and remove the folder at the end whatever happened.
+
+Per method: one run with 1 execution (its "Model loaded in" line is the first load) and one with
+warmup + runs executions (warm load, the per-iteration lines after the warmup, the ETDump, and the process'
+max RSS from toybox `time -v` when the phone has it).
+
+Error messages come from adb's own wording (packages/modules/adb transport.cpp `acquire_one_transport`):
+"no devices/emulators found", "more than one device/emulator", "device unauthorized.", "device offline",
+"device 'SERIAL' not found". adb prints them as `adb: <message>` (older releases `error: <message>`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import DeviceError
+from .errors import DeviceGoneError
+
+INSTALL_HINT = (
+    "install Android platform-tools (https://developer.android.com/tools/releases/platform-tools) and put "
+    "`adb` on PATH, or point $ADB at it"
+)
+DEVICE_ROOT = "/data/local/tmp"
+RUNNER_NAME = "executor_runner"
+
+# ELF e_machine values (System V ABI) for the messages; Android arm64-v8a is EM_AARCH64.
+EM_AARCH64 = 183
+ELF_MACHINES = {3: "x86 (i386)", 8: "MIPS", 40: "32-bit ARM (armeabi-v7a)", 62: "x86-64", 183: "AArch64", 243: "RISC-V"}
+
+# runtime/core/error.h
+ET_ERRORS = {
+    0x01: "Internal",
+    0x02: "InvalidState",
+    0x03: "EndOfMethod",
+    0x10: "NotImplemented",
+    0x11: "NotSupported",
+    0x12: "InvalidArgument",
+    0x13: "InvalidType",
+    0x14: "OperatorMissing",
+    0x20: "NotFound",
+    0x21: "MemoryAllocationFailed",
+    0x22: "AccessFailed",
+    0x23: "InvalidProgram",
+    0x24: "InvalidExternalData",
+    0x25: "OutOfResources",
+    0x30: "DelegateInvalidCompatibility",
+    0x31: "DelegateMemoryAllocationFailed",
+    0x32: "DelegateInvalidHandle",
+}
+ET_HINTS = {
+    "OperatorMissing": "the runner lacks a kernel this program uses: build it with the optimized and quantized "
+    "kernels (-DEXECUTORCH_BUILD_KERNELS_OPTIMIZED=ON -DEXECUTORCH_BUILD_KERNELS_QUANTIZED=ON)",
+    "NotFound": "the runner was built without a backend or method the program needs: build it with "
+    "-DEXECUTORCH_BUILD_XNNPACK=ON",
+    "DelegateInvalidCompatibility": "the runner's XNNPACK is older or newer than the exporter's: build "
+    "executor_runner from the same ExecuTorch release as the exporter",
+    "MemoryAllocationFailed": "the runner's fixed method allocator pool is too small for this method",
+}
+
+
+@dataclass
+class AdbDevice:
+    serial: str
+    state: str
+    props: dict[str, str] = field(default_factory=dict)
+
+
+def parse_devices(text: str) -> list[AdbDevice]:
+    """`adb devices -l`: 'List of devices attached' then `SERIAL STATE key:value ...` per line."""
+    devices = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith(("List of devices", "*", "adb server")):
+            continue
+        parts = line.split()
+        if len(parts) < 2:
+            continue
+        if "no permissions" in line:
+            state, rest = "no permissions", []
+        else:
+            state, rest = parts[1], parts[2:]
+        props = dict(tok.split(":", 1) for tok in rest if ":" in tok)
+        devices.append(AdbDevice(parts[0], state, props))
+    return devices
+
+
+def elf_machine(path: Path) -> tuple[int, int] | None:
+    """(bits, e_machine) of an ELF file, None when it is not ELF."""
+    with open(path, "rb") as f:
+        head = f.read(20)
+    if len(head) < 20 or head[:4] != b"\x7fELF":
+        return None
+    bits = {1: 32, 2: 64}.get(head[4], 0)
+    order = "little" if head[5] == 1 else "big"
+    return bits, int.from_bytes(head[18:20], order)
+
+
+def check_runner(runner: Path | None) -> Path:
+    """The user's executor_runner must exist and be an arm64 (AArch64) ELF executable."""
+    if runner is None:
+        raise DeviceError(
+            "--device adb runs ExecuTorch's executor_runner on the phone: pass --runner PATH to one built for "
+            "Android arm64-v8a with the event tracer on (how: docs/profiling.md)"
+        )
+    runner = Path(runner).expanduser()
+    if not runner.is_file():
+        raise DeviceError(f"runner {runner} does not exist (build it as docs/profiling.md shows, then pass its path)")
+    found = elf_machine(runner)
+    if found is None:
+        raise DeviceError(
+            f"runner {runner} is not an ELF executable; pass the executor_runner built by CMake for Android arm64-v8a"
+        )
+    bits, machine = found
+    if machine != EM_AARCH64 or bits != 64:
+        name = ELF_MACHINES.get(machine, f"machine {machine}")
+        raise DeviceError(
+            f"runner {runner} is built for {name} ({bits}-bit), the phone needs arm64-v8a (AArch64): rebuild it "
+            "with the NDK toolchain and -DANDROID_ABI=arm64-v8a (docs/profiling.md)"
+        )
+    return runner
+
+
+def runner_command(
+    workdir: str,
+    model: str,
+    method: str,
+    executions: int,
+    threads: int | None,
+    etdump: str | None,
+    time_v: bool = False,
+    drop_flags: frozenset[str] = frozenset(),
+) -> str:
+    """The device shell command line for one executor_runner invocation."""
+    flags = {
+        "model_path": model,
+        "method_name": method,
+        "num_executions": str(executions),
+        "cpu_threads": str(threads if threads else -1),  # -1: the runner picks the performant cores
+        "etdump_path": etdump,
+    }
+    args = [f"--{k}={v}" for k, v in flags.items() if v is not None and k not in drop_flags]
+    run = (["toybox", "time", "-v"] if time_v else []) + [f"./{RUNNER_NAME}", *args]
+    return f"cd {shlex.quote(workdir)} && " + " ".join(shlex.quote(a) for a in run)
+
+
+@dataclass
+class RunnerLog:
+    load_ms: float | None = None
+    iterations: list[float] = field(default_factory=list)
+    executions: int | None = None
+    total_ms: float | None = None
+    max_rss_kb: int | None = None
+    error: str | None = None
+    unknown_flag: str | None = None
+
+
+_LOADED = re.compile(r"Model loaded in ([0-9.]+) ms")
+_ITER = re.compile(r"Iteration (\d+) of (\d+): ([0-9.]+) ms")
+_TOTAL = re.compile(r"Model executed successfully (\d+) time\(s\)(?: in ([0-9.]+) ms)?")
+_RSS = re.compile(r"Max RSS \(KiB\): (\d+)")
+_STATUS = re.compile(
+    r"(Loading of method \S+ failed|Execution of method \S+ failed|Failed to get method_meta for \S+:?)"
+    r" (?:with status )?(0x[0-9a-fA-F]+)"
+)
+_PARSE = re.compile(r"Failed to parse model file (\S+)")
+_FLAG = re.compile(r"unknown command line flag '(\w+)'")
+_NOT_FOUND = re.compile(r"(?:inaccessible or not found|No such file or directory|not executable|Permission denied)")
+
+
+def parse_runner_output(text: str) -> RunnerLog:
+    """Timing, memory and failure lines of an executor_runner run (its stderr/stdout, or logcat lines)."""
+    log = RunnerLog()
+    for line in text.splitlines():
+        if m := _LOADED.search(line):
+            log.load_ms = float(m.group(1))
+        elif m := _ITER.search(line):
+            log.iterations.append(float(m.group(3)))
+        elif m := _TOTAL.search(line):
+            log.executions = int(m.group(1))
+            log.total_ms = float(m.group(2)) if m.group(2) else None
+        elif m := _RSS.search(line):
+            log.max_rss_kb = int(m.group(1))
+        elif m := _STATUS.search(line):
+            code = int(m.group(2), 16)
+            name = ET_ERRORS.get(code, "unknown status")
+            hint = ET_HINTS.get(name)
+            log.error = f"{m.group(1)} with status {m.group(2)} ({name})" + (f": {hint}" if hint else "")
+        elif m := _PARSE.search(line):
+            log.error = f"executor_runner cannot parse {m.group(1)} (not a .pte, or truncated by the push)"
+        elif m := _FLAG.search(line):
+            log.unknown_flag = m.group(1)
+    return log
+
+
+def last_logcat_run(text: str) -> str:
+    """The lines of the newest run in `adb logcat -d -s ExecuTorch` (android PAL builds log there)."""
+    lines = text.splitlines()
+    starts = [i for i, line in enumerate(lines) if "is loaded." in line and "Model file" in line]
+    return "\n".join(lines[starts[-1] :]) if starts else ""
+
+
+def classify(stderr: str, serial: str | None, started: bool, what: str) -> DeviceError:
+    """adb's own error text -> an error that names the fix."""
+    text = stderr.strip()
+    low = text.lower()
+    who = f"device {serial}" if serial else "the device"
+    if "more than one device" in low or "more than one emulator" in low:
+        return DeviceError(
+            "several Android devices are connected: pick one with --device adb:SERIAL (serials: `adb devices -l`)"
+        )
+    if "unauthorized" in low:
+        return DeviceError(
+            f"{who} is unauthorized: unlock the phone and accept the 'Allow USB debugging?' "
+            "prompt, then check `adb devices`"
+        )
+    if "authorizing" in low or "connecting" in low:
+        return DeviceError(
+            f"{who} is still connecting/authorizing: accept the prompt on the phone, wait a few seconds and retry"
+        )
+    if "no permissions" in low:
+        return DeviceError(
+            "adb has no permission to open the USB device: install Android's udev rules "
+            "(e.g. apt install android-sdk-platform-tools-common), add yourself to plugdev, replug"
+        )
+    if "cannot connect to daemon" in low or "failed to start daemon" in low:
+        return DeviceError(f"the adb server does not start ({text.splitlines()[-1]}): run `adb kill-server` and retry")
+    gone = (
+        ("not found" in low and "device" in low)
+        or "no devices/emulators found" in low
+        or "no devices found" in low
+        or "device offline" in low
+        or "error: closed" in low
+        or "connection reset" in low
+        or "protocol fault" in low
+    )
+    if gone and started:
+        return DeviceGoneError(
+            f"{who} went away during `{what}` ({text.splitlines()[-1]}); results measured "
+            "before that are kept and the report is marked incomplete"
+        )
+    if "no devices/emulators found" in low or "no devices found" in low:
+        return DeviceError(
+            "no Android device is connected (adb: no devices/emulators found): connect a phone "
+            "with USB debugging on (Settings > Developer options) and check `adb devices`"
+        )
+    if "device offline" in low:
+        return DeviceError(f"{who} is offline: reconnect the cable or run `adb reconnect`")
+    if "not found" in low and "device" in low:
+        return DeviceError(f"no device with serial {serial} is connected (`adb devices -l` lists the serials)")
+    last = text.splitlines()[-1] if text else "no message"
+    return DeviceError(f"`{what}` failed: {last}")
+
+
+class Adb:
+    def __init__(self, exe: str | None = None, timeout: float = 600.0):
+        found = exe or os.environ.get("ADB") or shutil.which("adb")
+        if not found or not (Path(found).is_file() or shutil.which(found)):
+            raise DeviceError(f"adb not found: {INSTALL_HINT}")
+        self.exe = found
+        self.timeout = timeout
+        self.serial: str | None = None
+        self.started = False  # set once the device is chosen: failures after this mean it went away
+
+    def run(self, *args: str, timeout: float | None = None, check: bool = True) -> subprocess.CompletedProcess:
+        cmd = [self.exe, *(["-s", self.serial] if self.serial else []), *args]
+        what = "adb " + " ".join(args[:2])
+        limit = timeout or self.timeout
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=limit, errors="replace")
+        except subprocess.TimeoutExpired:
+            raise DeviceError(
+                f"`{what}` did not finish within {limit:.0f} s: the phone or adb hangs; unplug and replug it (or "
+                "`adb kill-server`), or allow longer with --timeout"
+            ) from None
+        except OSError as exc:
+            raise DeviceError(f"cannot run {self.exe}: {exc}; {INSTALL_HINT}") from None
+        if check and done.returncode != 0:
+            raise classify(done.stderr or done.stdout, self.serial, self.started, what)
+        return done
+
+    def devices(self) -> list[AdbDevice]:
+        return parse_devices(self.run("devices", "-l").stdout)
+
+    def select(self, serial: str | None) -> AdbDevice:
+        devices = self.devices()
+        if serial:
+            chosen = next((d for d in devices if d.serial == serial), None)
+            if chosen is None:
+                known = ", ".join(d.serial for d in devices) or "none"
+                raise DeviceError(f"no device with serial {serial} is connected (connected: {known})")
+        else:
+            if not devices:
+                raise classify("adb: no devices/emulators found", None, False, "adb devices")
+            if len(devices) > 1:
+                listing = ", ".join(f"{d.serial} ({d.props.get('model', d.state)})" for d in devices)
+                raise DeviceError(
+                    f"several Android devices are connected ({listing}): pick one with --device adb:SERIAL"
+                )
+            chosen = devices[0]
+        if chosen.state in ("unauthorized", "offline", "no permissions", "authorizing", "connecting"):
+            raise classify(f"adb: device {chosen.state}", chosen.serial, False, "adb devices")
+        if chosen.state != "device":
+            raise DeviceError(
+                f"device {chosen.serial} is in '{chosen.state}' mode, not booted into Android: "
+                "reboot it normally (`adb reboot`)"
+            )
+        self.serial = chosen.serial
+        self.started = True
+        return chosen
+
+    def shell(self, command: str, timeout: float | None = None, check: bool = True) -> subprocess.CompletedProcess:
+        return self.run("shell", command, timeout=timeout, check=check)
+
+    def props(self) -> dict[str, str]:
+        out = self.shell("getprop").stdout
+        return dict(re.findall(r"^\[([^\]]+)\]: \[([^\]]*)\]", out, re.M))
+
+
+def device_info(adb: Adb, dev: AdbDevice, threads: int | None) -> dict[str, Any]:
+    props = adb.props()
+    ram_mb = None
+    meminfo = adb.shell("cat /proc/meminfo", check=False).stdout
+    if m := re.search(r"MemTotal:\s+(\d+) kB", meminfo):
+        ram_mb = round(int(m.group(1)) / 1024)
+    from ..devices_registry import match_adb_model
+
+    model = props.get("ro.product.model") or dev.props.get("model", "").replace("_", " ")
+    profile = match_adb_model(model)
+    return {
+        "kind": "adb",
+        "serial": dev.serial,
+        "name": model,
+        "manufacturer": props.get("ro.product.manufacturer"),
+        "soc": " ".join(x for x in (props.get("ro.soc.manufacturer"), props.get("ro.soc.model")) if x) or None,
+        "abi": props.get("ro.product.cpu.abi"),
+        "android": props.get("ro.build.version.release"),
+        "sdk": props.get("ro.build.version.sdk"),
+        "ram_mb": ram_mb,
+        "threads": threads,
+        "profile": profile.name if profile else None,
+        "backend": "ExecuTorch (XNNPACK), executor_runner",
+    }
+
+
+class AdbSession:
+    """One profile run on one phone: a device folder that is always removed at the end."""
+
+    def __init__(self, adb: Adb, runner: Path, threads: int | None, timeout: float):
+        self.adb, self.runner, self.threads, self.timeout = adb, runner, threads, timeout
+        self.workdir = f"{DEVICE_ROOT}/elasticdit-{uuid.uuid4().hex[:10]}"
+        self.drop_flags: frozenset[str] = frozenset()
+        self.notes: list[str] = []
+        self.time_v = False
+
+    def setup(self, bundle: Path, files: list[str]) -> None:
+        abi = self.adb.shell("getprop ro.product.cpu.abi").stdout.strip()
+        if abi and abi != "arm64-v8a":
+            raise DeviceError(f"the phone's ABI is {abi}; this profiler runs arm64-v8a executor_runner builds")
+        self.adb.shell(f"mkdir -p {shlex.quote(self.workdir)}")
+        self.adb.run("push", str(self.runner), f"{self.workdir}/{RUNNER_NAME}")
+        self.adb.shell(f"chmod 755 {shlex.quote(self.workdir + '/' + RUNNER_NAME)}")
+        for name in files:
+            self.adb.run("push", str(bundle / name), f"{self.workdir}/{name}")
+        probe = self.adb.shell("toybox time -v true", check=False)
+        self.time_v = "Max RSS" in (probe.stdout + probe.stderr)
+        if not self.time_v:
+            self.notes.append("toybox `time -v` is missing on this phone: no peak memory")
+
+    def cleanup(self) -> None:
+        with contextlib.suppress(DeviceError):  # the phone is gone or hangs: nothing left to clean from here
+            self.adb.shell(f"rm -rf {shlex.quote(self.workdir)}", timeout=60, check=False)
+
+    def invoke(self, entry: dict[str, Any], executions: int, etdump: str | None, time_v: bool) -> RunnerLog:
+        for _ in range(4):  # drop flags an older runner does not know (one per retry)
+            cmd = runner_command(
+                self.workdir, entry["file"], entry["method"], executions, self.threads, etdump, time_v, self.drop_flags
+            )
+            done = self.adb.shell(cmd, check=False, timeout=self.timeout)
+            text = done.stdout + "\n" + done.stderr
+            if done.returncode != 0 and not _ITER.search(text) and _looks_like_adb_failure(text):
+                raise classify(text, self.adb.serial, True, "adb shell executor_runner")
+            log = parse_runner_output(text)
+            if log.unknown_flag and log.unknown_flag not in self.drop_flags:
+                self.drop_flags |= {log.unknown_flag}
+                self.notes.append(f"this executor_runner has no --{log.unknown_flag}")
+                continue
+            if log.load_ms is None and not log.iterations and log.error is None and done.returncode == 0:
+                # android-PAL builds log to logcat, not to the shell
+                cat = self.adb.run("logcat", "-d", "-s", "ExecuTorch:*", check=False).stdout
+                log = parse_runner_output(last_logcat_run(cat) + "\n" + text)
+            if log.error:
+                raise DeviceError(f"{entry['method']}: {log.error}")
+            if done.returncode != 0:
+                if _NOT_FOUND.search(text):
+                    raise DeviceError(f"the phone cannot execute {RUNNER_NAME} ({text.strip().splitlines()[-1]})")
+                raise DeviceError(
+                    f"{entry['method']}: executor_runner exited with {done.returncode}: "
+                    f"{(text.strip().splitlines() or ['no output'])[-1]}"
+                )
+            return log
+        raise DeviceError("executor_runner keeps rejecting its flags: build a current one (docs/profiling.md)")
+
+    def measure_method(self, entry: dict[str, Any], kind: str, runs: int, warmup: int, with_ops: bool):
+        first = self.invoke(
+            entry, 1, None if "etdump_path" in self.drop_flags else f"{entry['method']}.first.etdp", False
+        )
+        remote_dump = None if "etdump_path" in self.drop_flags else f"{entry['method']}.etdp"
+        main = self.invoke(entry, warmup + runs, remote_dump, self.time_v)
+        ops, iterations = None, main.iterations[warmup:]
+        if remote_dump and "etdump_path" not in self.drop_flags and (with_ops or not iterations):
+            with tempfile.TemporaryDirectory() as tmp:
+                local = Path(tmp) / remote_dump
+                self.adb.run("pull", f"{self.workdir}/{remote_dump}", str(local))
+                from .etdump import ops_from_etdump
+
+                ops = ops_from_etdump(local)
+            if not iterations and ops.get("method_runs_ms"):
+                iterations = ops["method_runs_ms"][warmup:]
+                self.notes.append("per-iteration times from the ETDump (this runner prints only the total)")
+        if not iterations and main.total_ms and main.executions:
+            iterations = [main.total_ms / main.executions]
+            self.notes.append("only the runner's mean per execution is known (no per-iteration lines, no ETDump)")
+        if not iterations:
+            raise DeviceError(f"{entry['method']}: no timing lines in executor_runner's output")
+        return {
+            "method": entry["method"],
+            "kind": kind,
+            "load_ms": {"first": first.load_ms, "warm": main.load_ms},
+            "ms": iterations,
+            "ops": ops if with_ops else None,
+            "max_rss_mb": round(main.max_rss_kb / 1024, 2) if main.max_rss_kb else None,
+        }
+
+
+def _looks_like_adb_failure(text: str) -> bool:
+    low = text.lower()
+    return any(
+        s in low
+        for s in ("adb: ", "error: device", "error: closed", "no devices/emulators", "device offline", "unauthorized")
+    )
+
+
+MEMORY_METHOD = (
+    "sum of the max RSS (toybox time -v) of the executor_runner processes running the text encoder, this "
+    "denoise method and the decoder: an upper bound for one app holding all three (each process' small "
+    "runtime baseline is counted once per method)"
+)
+
+
+def measure(
+    bundle: Path,
+    manifest: dict[str, Any],
+    points: list[dict[str, Any]],
+    *,
+    serial: str | None,
+    runner: Path | None,
+    runs: int,
+    warmup: int,
+    threads: int | None,
+    timeout: float = 600.0,
+    with_ops: bool = True,
+    memory: bool = True,
+    adb_exe: str | None = None,
+) -> Iterator[dict[str, Any]]:
+    adb = Adb(adb_exe, timeout)
+    runner = check_runner(runner)
+    dev = adb.select(serial)
+    yield {"event": "device", "device": device_info(adb, dev, threads)}
+    session = AdbSession(adb, runner, threads, timeout)
+    files = sorted(
+        {p["file"] for p in points} | {e["file"] for e in (manifest.get("decoder"), manifest.get("text_encoder")) if e}
+    )
+    try:
+        session.setup(bundle, files)
+        aux_rss = []
+        for kind, key in (("encode_text", "text_encoder"), ("decode", "decoder")):
+            if manifest.get(key):
+                yield {"event": "stage", "text": f"{manifest[key]['method']} on {dev.serial}"}
+                event = session.measure_method(manifest[key], kind, runs, warmup, with_ops)
+                aux_rss.append(event.get("max_rss_mb"))
+                yield {"event": "method", **event}
+        for point in points:
+            yield {"event": "stage", "text": f"{point['name']} on {dev.serial}"}
+            event = session.measure_method(point, "denoise", runs, warmup, with_ops)
+            mem = None
+            rss = [event.get("max_rss_mb"), *aux_rss]
+            if memory and all(r is not None for r in rss):
+                mem = {"peak_mb": round(sum(rss), 2), "process_peak_mb": event["max_rss_mb"], "method": MEMORY_METHOD}
+            yield {"event": "point", "name": point["name"], **event, "memory": mem, "notes": sorted(set(session.notes))}
+    finally:
+        session.cleanup()

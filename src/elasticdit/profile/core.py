@@ -1,0 +1,206 @@
+"""`elasticdit profile`: pick the transport for --device, collect its measurements, build and write the report.
+
+Devices: `host` (in process), `adb` / `adb:SERIAL` (a phone, executor_runner), `ssh://[USER@]HOST[:PORT]` or
+the name of a host configured in hosts.toml (a Linux board), `ios` (Core ML on a Mac).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import BundleError, DeviceError, OperatingPointError, ProfileError
+from .errors import DeviceGoneError
+
+DEVICE_FORMS = "host, adb, adb:SERIAL, ssh://[USER@]HOST[:PORT], ios, or a host named in hosts.toml"
+TRANSPORT_TARGETS = {"host": ("android", "onnx"), "adb": ("android",), "ssh": ("android", "onnx"), "ios": ("ios",)}
+
+
+@dataclass
+class ProfileRequest:
+    bundle: Path
+    device: str = "host"
+    ops: list[str] | None = None
+    runs: int = 10
+    warmup: int = 2
+    threads: int | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    out: Path | None = None
+    quality: Path | None = None
+    runner: Path | None = None  # adb: the arm64 executor_runner
+    identity: Path | None = None  # ssh
+    known_hosts: Path | None = None  # ssh
+    remote_python: str | None = None  # ssh
+    ssh_options: list[str] = field(default_factory=list)
+    timeout: float = 600.0
+    memory: bool = True
+    op_breakdown: bool = True
+    progress: bool | None = None
+
+
+@dataclass
+class DeviceSpec:
+    kind: str  # host | adb | ssh | ios
+    serial: str | None = None
+    target: Any = None  # SshTarget
+    host: Any = None  # SshHost from hosts.toml
+
+
+def parse_device(spec: str) -> DeviceSpec:
+    spec = spec.strip()
+    if spec == "host":
+        return DeviceSpec("host")
+    if spec == "ios":
+        return DeviceSpec("ios")
+    if spec == "adb" or spec.startswith("adb:"):
+        serial = spec[4:] or None
+        return DeviceSpec("adb", serial=serial)
+    if spec.startswith("ssh://"):
+        from .ssh import parse_ssh_url
+
+        return DeviceSpec("ssh", target=parse_ssh_url(spec))
+    from ..devices_registry import configured_hosts, hosts_file
+
+    for host in configured_hosts():
+        if host.name == spec:
+            from .ssh import parse_ssh_url
+
+            return DeviceSpec("ssh", target=parse_ssh_url(host.url), host=host)
+    raise DeviceError(f"unknown device '{spec}': use {DEVICE_FORMS} (hosts file: {hosts_file()})")
+
+
+def method_entries(manifest: dict[str, Any], names: list[str] | None) -> list[dict[str, Any]]:
+    """The operating points to measure, in manifest order (all when `names` is None)."""
+    points = manifest["operating_points"]
+    if not names:
+        return list(points)
+    known = {p["name"]: p for p in points}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise OperatingPointError(f"the bundle has no operating point {', '.join(unknown)}; it has {', '.join(known)}")
+    return [known[n] for n in names]
+
+
+def _validate(req: ProfileRequest) -> None:
+    if req.runs < 1:
+        raise ProfileError("--runs must be at least 1")
+    if req.warmup < 0:
+        raise ProfileError("--warmup cannot be negative")
+    if req.threads is not None and req.threads < 1:
+        raise ProfileError("--threads must be at least 1")
+    if req.steps is not None and req.steps < 1:
+        raise ProfileError("--steps must be at least 1")
+    if req.timeout <= 0:
+        raise ProfileError("--timeout must be positive")
+
+
+def events_for(req: ProfileRequest, spec: DeviceSpec, manifest: dict, points: list[dict]) -> Iterator[dict]:
+    common = {"runs": req.runs, "warmup": req.warmup, "threads": req.threads}
+    if spec.kind == "host":
+        from .host import measure
+
+        return measure(req.bundle, manifest, points, memory=req.memory, with_ops=req.op_breakdown, **common)
+    if spec.kind == "adb":
+        from .adb import measure
+
+        return measure(
+            req.bundle,
+            manifest,
+            points,
+            serial=spec.serial,
+            runner=req.runner,
+            timeout=req.timeout,
+            with_ops=req.op_breakdown,
+            memory=req.memory,
+            **common,
+        )
+    if spec.kind == "ssh":
+        from .ssh import SshOptions, measure
+
+        host = spec.host
+        opts = SshOptions(
+            identity=req.identity or (Path(host.identity) if host and host.identity else None),
+            known_hosts=req.known_hosts or (Path(host.known_hosts) if host and host.known_hosts else None),
+            python=req.remote_python or (host.python if host and host.python else "python3"),
+            options=list(req.ssh_options),
+            timeout=req.timeout,
+        )
+        return measure(
+            req.bundle,
+            manifest,
+            points,
+            target=spec.target,
+            opts=opts,
+            with_ops=req.op_breakdown,
+            memory=req.memory,
+            **common,
+        )
+    from .ios import measure
+
+    return measure(req.bundle, manifest, points, runs=req.runs, warmup=req.warmup)
+
+
+def profile_bundle(req: ProfileRequest) -> dict[str, Any]:
+    from ..manifest import check_files, read_manifest
+    from ..progress import reporter
+    from .report import build_report, read_quality, write_outputs
+    from .stats import guidance_rule
+
+    _validate(req)
+    req.bundle = Path(req.bundle)
+    spec = parse_device(req.device)
+    if spec.kind == "ios":
+        from .ios import check_available
+
+        check_available()
+    bundle = Path(req.bundle)
+    manifest = read_manifest(bundle)
+    if manifest["target"] not in TRANSPORT_TARGETS[spec.kind]:
+        raise BundleError(
+            f"{bundle} is an {manifest['target']} bundle; --device {spec.kind} runs "
+            f"{' and '.join(TRANSPORT_TARGETS[spec.kind])} bundles"
+        )
+    bad = [f for f in check_files(bundle, manifest) if not f["ok"]]
+    if bad:
+        raise BundleError(f"{bundle}: {bad[0]['path']}: {bad[0]['problem']}")
+    points = method_entries(manifest, req.ops)
+    scores = read_quality(req.quality) if req.quality else None
+    steps = req.steps or int(manifest["scheduler"].get("steps", 1))
+    settings = {
+        "device": req.device,
+        "runs": req.runs,
+        "warmup": req.warmup,
+        "threads": req.threads,
+        "steps": steps,
+        **guidance_rule(manifest, req.guidance),
+        "operating_points": [p["name"] for p in points],
+        "load_definition": "first: load_program + load_method the first time in the process (on a phone: the "
+        "first executor_runner start); warm: the same again with the file cached",
+    }
+    aux = sum(1 for k in ("decoder", "text_encoder") if manifest.get(k))
+    device: dict[str, Any] = {"kind": spec.kind}
+    events: list[dict[str, Any]] = []
+    error = None
+    with reporter(len(points) + aux, req.progress) as bar:
+        bar.stage(f"connecting to {req.device}")
+        try:
+            for event in events_for(req, spec, manifest, points):
+                if event["event"] == "device":
+                    device = event["device"]
+                elif event["event"] == "stage":
+                    bar.stage(event["text"])
+                elif event["event"] in ("method", "point"):
+                    events.append(event)
+                    bar.advance()
+        except DeviceGoneError as exc:
+            error = str(exc)
+    notes = sorted({n for e in events for n in e.get("notes", [])})
+    if notes:
+        settings["notes"] = notes
+    report = build_report(manifest, str(bundle), device, settings, events, scores, error)
+    if req.out:
+        write_outputs(report, Path(req.out), events)
+    return report
