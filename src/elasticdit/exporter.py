@@ -85,8 +85,13 @@ def export_bundle(req: ExportRequest) -> dict[str, Any]:
         entries = [_point_entry(ck, u, resolution, "") for u in units if u.kind == "denoise"]
         methods = writer_fn(units, models, recipe, writer.root, report, calibration)
         report.stage("writing the manifest")
+        for unit in units:  # a target may take other dtypes than the units (Core ML: int32 token ids)
+            unit.inputs = methods[unit.method].get("inputs", unit.inputs)
+            unit.outputs = methods[unit.method].get("outputs", unit.outputs)
         for entry in entries:
             entry.file = methods[entry.method]["file"]
+            entry.inputs = methods[entry.method].get("inputs", entry.inputs)
+            entry.outputs = methods[entry.method].get("outputs", entry.outputs)
         by_kind = {u.kind: u for u in units}
 
         def method(kind: str) -> MethodEntry | None:

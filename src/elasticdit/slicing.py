@@ -59,10 +59,10 @@ def example_inputs(kind: str, shapes: list[TensorSpec], seed: int = 0) -> tuple[
     g = torch.Generator().manual_seed(seed)
     out = []
     for spec in shapes:
-        if spec.dtype == "int64":
+        if spec.dtype in ("int64", "int32"):  # token ids (Core ML packages take int32)
             ids = torch.randint(3, 8, spec.shape, generator=g)
             ids[..., 0] = 1  # <start>
-            out.append(ids)
+            out.append(ids.to(getattr(torch, spec.dtype)))
         elif spec.name == "timestep":
             out.append(torch.rand(spec.shape, generator=g) * 0.9 + 0.05)
         else:

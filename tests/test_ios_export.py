@@ -1,0 +1,231 @@
+"""iOS bundles on a tiny checkpoint: a Core ML multifunction package, checked on Linux (structure + the converted
+graph's numerics with the package's weights), weights stored once, reproducible bytes, named errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from elasticdit.cli import app
+from elasticdit.errors import BundleError, ExportError
+from elasticdit.manifest import TensorSpec
+from elasticdit.slicing import ExportUnit
+from elasticdit.targets import ios
+from elasticdit.verify import verify_bundle
+
+runner = CliRunner()
+OPS = "r1_d4,r2_d2"
+WEIGHTS = "model.mlpackage/Data/com.apple.CoreML/weights/weight.bin"
+
+
+def export(ckpt, out, *args: str) -> dict:
+    result = runner.invoke(app, ["export", str(ckpt), "--target", "ios", "-o", str(out), "--json", *args])
+    assert result.exit_code == 0, result.output + result.stderr
+    return json.loads(result.stdout)
+
+
+def verify(out, ckpt) -> dict:
+    result = runner.invoke(app, ["verify", str(out), "--checkpoint", str(ckpt), "--json"])
+    assert result.exit_code == 0, result.output + result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def bare_ckpt(tmp_path_factory):
+    """The tiny transformer alone (no decoder, no text encoder): bundles of denoise functions only."""
+    from conftest import write_tiny
+
+    return write_tiny(tmp_path_factory.mktemp("bare") / "bare.safetensors", vae=False)
+
+
+@pytest.fixture(scope="module")
+def bundle(tiny_ckpt, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ios") / "bundle"
+    return out, export(tiny_ckpt, out, "--ops", OPS)
+
+
+def test_package_functions_and_features_match_the_manifest(bundle):
+    out, summary = bundle
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["target"] == "ios" and manifest["recipe"]["name"] == "ios-fp16"
+    assert [f["path"] for f in manifest["files"]] == [
+        "model.mlpackage/Data/com.apple.CoreML/model.mlmodel",
+        WEIGHTS,
+        "model.mlpackage/Manifest.json",
+    ]
+    spec = ios.load_spec(out / "model.mlpackage").get_spec()
+    functions = {f.name: f for f in spec.description.functions}
+    methods = ["denoise_r1_d4", "denoise_r2_d2", "decode", "encode_text"]
+    assert list(functions) == methods and spec.description.defaultFunctionName == "denoise_r1_d4"
+    entries = [*manifest["operating_points"], manifest["decoder"], manifest["text_encoder"]]
+    for entry in entries:
+        f = functions[entry["method"]]
+        assert entry["file"] == "model.mlpackage"
+        assert ios.feature_specs(f.input) == entry["inputs"] and ios.feature_specs(f.output) == entry["outputs"]
+    # Core ML has no int64 inputs: the manifest says what the package takes
+    assert manifest["text_encoder"]["inputs"] == [{"name": "tokens", "shape": [1, 5], "dtype": "int32"}]
+    assert manifest["operating_points"][0]["inputs"][0] == {
+        "name": "latent",
+        "shape": [1, 16, 16, 16],
+        "dtype": "float32",
+    }
+    report = manifest["backend_report"]["denoise_r1_d4"]
+    assert 0 < report["weight_bytes"] < (out / WEIGHTS).stat().st_size
+    assert report["op_histogram"]["softmax"] == 4 and report["op_histogram"]["linear"] > 0
+    assert report["compressed_weights"] == {} and report["precision"] == "fp16"
+    assert report["ane"]["max_rank"] <= 5 and all(flag["source"] for flag in report["ane"]["flags"])
+    # the timestep sinusoid is kept fp32 on purpose (fp16's spacing at 1000 is 0.5), and reported as such
+    assert {f["rule"]: f["count"] for f in report["ane"]["flags"]}.get("fp32_ops", 0) >= 2
+    gathers = {f["rule"]: f["count"] for f in manifest["backend_report"]["encode_text"]["ane"]["flags"]}
+    assert gathers["gather"] == 1  # the embedding lookup
+    assert summary["methods"] == sorted(methods)
+
+
+def test_verify_checks_the_converted_graph_in_fp16_with_the_package_weights(bundle, tiny_ckpt):
+    out, _ = bundle
+    report = verify(out, tiny_ckpt)
+    assert [m["method"] for m in report["methods"]] == ["denoise_r1_d4", "denoise_r2_d2", "decode", "encode_text"]
+    for m in report["methods"]:
+        assert m["metric"] == "rel_err" and m["limit"] == 1e-2 and m["passed"]
+        assert 1e-6 < m["value"] <= 1e-2  # fp16 really emulated: not float32-exact
+        assert "needs macOS" in m["note"] and "float16" in m["note"]
+
+
+class _Sinusoid(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("freqs", torch.exp(-torch.arange(64) / 8.0).reshape(1, 64))
+        self.proj = torch.nn.Linear(128, 8)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        args = t.reshape(-1, 1) * 1000.0 * self.freqs
+        return self.proj(torch.cat([torch.cos(args), torch.sin(args)], dim=-1))
+
+
+def test_fp16_emulation_keeps_the_timestep_sinusoid_fp32():
+    module = _Sinusoid().eval()
+    t = torch.tensor([0.937])
+    ep = torch.export.export(module, (t,)).run_decompositions({})
+    island = {n.target for n in ios.fp32_island(ep.graph)}
+    assert {torch.ops.aten.sin.default, torch.ops.aten.cos.default, torch.ops.aten.mul.Tensor} <= island
+    assert torch.ops.aten.linear.default not in island and torch.ops.aten.cat.default not in island
+    ref = module(t)
+    emulated = ios.run_graph(ep, {}, [t], half=True)[0]
+    naive = module.half()(t.half()).float()  # everything fp16: sigma * 1000 has a spacing of 0.5
+    assert (emulated - ref).norm() < 0.2 * (naive - ref).norm()
+
+
+@pytest.mark.parametrize(
+    ("edit", "words"),
+    [
+        (lambda m: m["text_encoder"]["inputs"][0].update(dtype="int64"), "function encode_text inputs"),
+        (lambda m: m["operating_points"][1]["outputs"][0].update(name="eps"), "function denoise_r2_d2 outputs"),
+        (lambda m: m.update(decoder=None), "do not match the manifest's methods"),
+        (
+            lambda m: m["backend_report"]["denoise_r1_d4"].update(graph_sha256="0" * 64),
+            "the graph rebuilt for denoise_r1_d4 differs from the one converted at export",
+        ),
+    ],
+)
+def test_package_manifest_mismatch_is_a_named_error(bundle, tiny_ckpt, tmp_path, edit, words):
+    out, _ = bundle
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    edit(manifest)
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=words):
+        verify_bundle(copy, tiny_ckpt)
+
+
+def test_tampered_weights_are_a_named_error(bundle, tiny_ckpt, tmp_path):
+    out, _ = bundle
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    data = bytearray((copy / WEIGHTS).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (copy / WEIGHTS).write_bytes(bytes(data))
+    result = runner.invoke(app, ["verify", str(copy), "--checkpoint", str(tiny_ckpt)])
+    assert result.exit_code == 1 and "weight.bin: sha256 differs" in result.stderr
+
+
+def test_reexport_is_byte_identical(bundle, tiny_ckpt, tmp_path):
+    out, _ = bundle
+    again = tmp_path / "again"
+    export(tiny_ckpt, again, "--ops", OPS)
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(again).as_posix() for p in again.rglob("*") if p.is_file())
+    for name in files:
+        assert (again / name).read_bytes() == (out / name).read_bytes(), name
+
+
+@pytest.fixture(scope="module", params=["ios-int8", "ios-palettize4"])
+def compressed(request, bare_ckpt, tmp_path_factory):
+    """The full point and a shallower one over a subset of its blocks, weights compressed per function."""
+    out = tmp_path_factory.mktemp(request.param) / "bundle"
+    return request.param, out, export(bare_ckpt, out, "--ops", "r1_d4,r1_d2", "--recipe", request.param)
+
+
+def test_weights_are_stored_once_after_compression(compressed):
+    recipe, out, summary = compressed
+    report = summary["backend_report"]
+    op = {"ios-int8": "constexpr_blockwise_shift_scale", "ios-palettize4": "constexpr_lut_to_dense"}[recipe]
+    for method in ("denoise_r1_d4", "denoise_r1_d2"):
+        assert set(report[method]["compressed_weights"]) == {op}
+    shallow = report["denoise_r1_d2"]
+    assert shallow["weight_blobs"] == shallow["weight_blobs_shared"] > 0  # every blob it uses is r1_d4's too
+    assert ios.duplicate_blobs(out / "model.mlpackage") == 0
+    # the package holds little more than the full point alone needs (a one-point bundle's weight.bin)
+    weight_bin = next(f["bytes"] for f in summary["files"] if f["path"] == WEIGHTS)
+    assert weight_bin / report["denoise_r1_d4"]["weight_bytes"] <= 1.05
+
+
+def test_compressed_recipes_report_snr(compressed, bare_ckpt):
+    _, out, _ = compressed
+    for check in verify(out, bare_ckpt)["methods"]:
+        assert check["metric"] == "snr_db" and check["passed"] and check["value"] >= check["limit"] >= 18
+        assert check["value"] < 80  # the compressed weights really are the ones checked
+        assert "decoded from model.mlpackage" in check["note"]
+
+
+def test_failure_midway_leaves_dir_untouched(bundle, bare_ckpt, tmp_path, monkeypatch):
+    out, _ = bundle
+    dest = tmp_path / "bundle"
+    shutil.copytree(out, dest)
+    before = {p.relative_to(dest): p.read_bytes() for p in dest.rglob("*") if p.is_file()}
+
+    def broken(packages, target, default):
+        target.mkdir()
+        (target / "Manifest.json").write_text("partial")
+        raise RuntimeError("injected failure while merging")
+
+    monkeypatch.setattr(ios, "merge", broken)
+    result = runner.invoke(
+        app, ["export", str(bare_ckpt), "--target", "ios", "--ops", "r2_d2", "-o", str(dest), "--force"]
+    )
+    assert result.exit_code != 0
+    assert {p.relative_to(dest): p.read_bytes() for p in dest.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
+
+
+class _ComplexRotation(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = torch.view_as_complex(x.reshape(1, 4, 2))
+        return torch.view_as_real(z * z).reshape(1, 8)
+
+
+def test_conversion_failure_names_the_method_and_the_op():
+    unit = ExportUnit(
+        "denoise_r9_d1",
+        "denoise",
+        _ComplexRotation(),
+        (torch.randn(1, 8),),
+        [TensorSpec("latent", [1, 8])],
+        [TensorSpec("velocity", [1, 8])],
+    )
+    with pytest.raises(ExportError, match=r"Core ML conversion of denoise_r9_d1 failed at torch op .*view_as_complex"):
+        ios.convert(unit, ios.coreml_program(unit), "fp16")
