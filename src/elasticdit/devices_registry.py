@@ -28,7 +28,6 @@ from typing import Any
 
 from .errors import DeviceProfileError
 
-
 KINDS = ("android", "ios", "linux", "host")
 TRANSPORTS = ("adb", "ios", "ssh", "host")
 BACKENDS = ("executorch-xnnpack", "coreml", "onnxruntime")
