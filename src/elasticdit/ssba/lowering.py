@@ -8,11 +8,15 @@ from torch import nn
 
 from .cores import DenseAttention, MaskedAttention
 from .pattern import SSBAPattern
+from .slices import SlicesAttention
+from .tiles import TilesAttention
 
 CoreFactory = Callable[[int, SSBAPattern], nn.Module]
 
 _LOWERINGS: dict[str, CoreFactory] = {
-    "masked": lambda head_dim, pattern: MaskedAttention(head_dim, pattern),
+    "masked": MaskedAttention,
+    "slices": SlicesAttention,
+    "tiles": TilesAttention,
 }
 
 
