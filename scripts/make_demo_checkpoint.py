@@ -1,16 +1,38 @@
-"""Regenerate the embedded demo checkpoint (random weights from a fixed seed).
+"""Regenerate the embedded demo checkpoint: train it on this machine's CPU, then install it.
 
-python scripts/make_demo_checkpoint.py [--out src/elasticdit/data/demo.safetensors]
+python scripts/make_demo_checkpoint.py [--work DIR] [--minutes 55] [--seed 0] [--resume]
+                                       [--out src/elasticdit/data/demo.safetensors]
+python scripts/make_demo_checkpoint.py --random [--out ...]   # random weights, seconds (toolchain tests only)
+
+Training is `python -m elasticdit.demo.train --out DIR --minutes M --seed S` (docs/demo.md): the T-DVAE, the
+text encoder and the elastic DiT on rendered flat-shape scenes, within M minutes of wall time; DIR keeps the
+resumable state. The trained DIR/demo.safetensors is then copied to --out.
 """
 
 import argparse
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 from elasticdit.demo_checkpoint import DEMO_SEED, write_random_demo
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--out", type=Path, default=Path(__file__).parents[1] / "src/elasticdit/data/demo.safetensors")
-parser.add_argument("--seed", type=int, default=DEMO_SEED)
+parser.add_argument("--work", type=Path, default=Path("demo-training"), help="training folder (state, log)")
+parser.add_argument("--minutes", type=float, default=55.0)
+parser.add_argument("--seed", type=int, default=0)
+parser.add_argument("--resume", action="store_true")
+parser.add_argument("--random", action="store_true", help="random weights instead of training")
 args = parser.parse_args()
-sha = write_random_demo(args.out, args.seed)
+if args.random:
+    sha = write_random_demo(args.out, DEMO_SEED)
+else:
+    command = [sys.executable, "-m", "elasticdit.demo.train", "--out", str(args.work)]
+    command += ["--minutes", str(args.minutes), "--seed", str(args.seed)] + (["--resume"] if args.resume else [])
+    subprocess.run(command, check=True)
+    shutil.copyfile(args.work / "demo.safetensors", args.out)
+    from elasticdit.checkpoint import load_checkpoint
+
+    sha = load_checkpoint(args.out).sha256
 print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB, sha256 {sha})")

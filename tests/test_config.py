@@ -60,25 +60,25 @@ def test_missing_section_is_named():
 
 
 def test_grid_rules_reject_resolutions():
-    cfg = demo_config()  # patch 2, ratios 1/2/4, tile 4: the r4 grid at 256 px is 4x4
-    check_resolution(cfg, (256, 256))
-    check_resolution(cfg, (512, 256))
+    cfg = demo_config()  # f4, patch 2, ratios 1/2/4, tile 4: the r4 grid at 128 px is 4x4
+    check_resolution(cfg, (128, 128))
+    check_resolution(cfg, (256, 128))
     with pytest.raises(GridError, match="downsample"):
-        check_resolution(cfg, (260, 256))
+        check_resolution(cfg, (130, 128))
     with pytest.raises(GridError, match="SSBA tile 4 .* ratio 4"):
-        check_resolution(cfg, (384, 384))  # grids 24, 12, 6: tile 4 does not divide the r4 grid
+        check_resolution(cfg, (192, 192))  # grids 24, 12, 6: tile 4 does not divide the r4 grid
     no_ssba = dataclasses.replace(cfg, ssba=dataclasses.replace(cfg.ssba, enabled=False))
-    check_resolution(no_ssba, (384, 384))
+    check_resolution(no_ssba, (192, 192))
     with pytest.raises(GridError, match="compression ratio 2"):
-        check_resolution(no_ssba, (208, 256))  # latent 26x32: cell 4 does not divide 26
+        check_resolution(no_ssba, (200, 256))  # latent 50x64: cell 4 does not divide 50
 
 
 def test_operating_points_order_and_selection():
     cfg = demo_config()
     points = operating_points(cfg)
-    assert [p.name for p in points] == [f"r{r}_d{d}" for r in (1, 2, 4) for d in ("6", "4", "2")]
+    assert [p.name for p in points] == [f"r{r}_d{d}" for r in (1, 2, 4) for d in ("6", "4", "3")]
     assert points[0].blocks == (0, 1, 2, 3, 4, 5)
-    assert lightest_point(cfg).name == "r4_d2"
-    assert [p.name for p in select(cfg, ["r4_d2", "r1_d6"])] == ["r1_d6", "r4_d2"]
+    assert lightest_point(cfg).name == "r4_d3"
+    assert [p.name for p in select(cfg, ["r4_d3", "r1_d6"])] == ["r1_d6", "r4_d3"]
     with pytest.raises(OperatingPointError, match="valid: r1_d6, r1_d4"):
         select(cfg, ["r3_d6"])

@@ -62,7 +62,7 @@ def test_inspect_json(tiny_ckpt):
 def test_inspect_table_and_default_demo():
     result = runner.invoke(app, ["inspect"])
     assert result.exit_code == 0, result.output
-    assert "r1_d6" in result.stdout and "r4_d2" in result.stdout and "9 operating points" in result.stdout
+    assert "r1_d6" in result.stdout and "r4_d3" in result.stdout and "9 operating points" in result.stdout
 
 
 def test_paper_scale_config_reaches_84_percent(tmp_path):

@@ -53,7 +53,13 @@ DEMO_WORDS = (
 
 
 def demo_config() -> ModelConfig:
-    """256x256 (latent 32x32), ratios 1/2/4, three depth plans, SSBA tile 4 (sparse at r1), T-DVAE, text encoder."""
+    """The trained demo: 128x128 px, an f4 T-DVAE (latent 32x32x16) and patch 2, so the ratio-1 token grid is
+    16x16 and SSBA tile 4 / window 1 is sparse there (a 4x4 tile grid; the 8x8 and 4x4 grids of ratios 2 and 4
+    fit one window and run dense); three depth plans nested 6 > 4 > 3; a 2-layer word-level text encoder.
+
+    Trained by `python -m elasticdit.demo.train` (see docs/demo.md); the scaling and shift factors in the
+    shipped checkpoint come from its latents, not from here.
+    """
     return ModelConfig(
         transformer=TransformerConfig(
             hidden_size=128,
@@ -62,19 +68,19 @@ def demo_config() -> ModelConfig:
             mlp_ratio=2.0,
             patch_size=2,
             in_channels=16,
-            text_dim=128,
-            text_len=16,
-            pooled_dim=128,
+            text_dim=64,
+            text_len=12,
+            pooled_dim=64,
             qk_norm=True,
         ),
         elastic=ElasticConfig(
             compression_ratios=(1, 2, 4),
-            depths={"6": (0, 1, 2, 3, 4, 5), "4": (0, 1, 4, 5), "2": (0, 5)},
+            depths={"6": (0, 1, 2, 3, 4, 5), "4": (0, 1, 4, 5), "3": (0, 1, 5)},
         ),
         ssba=SSBAConfig(enabled=True, tile=4, window=1),
         scheduler=SchedulerConfig(shift=3.0, steps=20, guidance_scale=4.0),
-        resolution=(256, 256),
-        vae=VAEConfig(decoder_widths=(64, 32, 16), latent_blocks=2, wavelet_levels=3, downsample=8),
+        resolution=(128, 128),
+        vae=VAEConfig(decoder_widths=(64, 32), latent_blocks=2, wavelet_levels=2, downsample=4, has_encoder=True),
         text_encoder=TextEncoderConfig(vocab=SPECIAL_TOKENS + DEMO_WORDS, width=64, layers=2, heads=4),
     )
 
@@ -118,13 +124,25 @@ def mobile_config() -> ModelConfig:
     SSBA tile 8: a 4x4 tile grid), ratios 1/2/4, four depth plans; random weights, no VAE encoder."""
     return ModelConfig(
         transformer=TransformerConfig(
-            hidden_size=512, num_heads=8, num_blocks=12, mlp_ratio=4.0, patch_size=2, in_channels=16,
-            text_dim=512, text_len=77, pooled_dim=512, qk_norm=True,
+            hidden_size=512,
+            num_heads=8,
+            num_blocks=12,
+            mlp_ratio=4.0,
+            patch_size=2,
+            in_channels=16,
+            text_dim=512,
+            text_len=77,
+            pooled_dim=512,
+            qk_norm=True,
         ),
         elastic=ElasticConfig(
             compression_ratios=(1, 2, 4),
-            depths={"12": tuple(range(12)), "9": (0, 1, 2, 3, 4, 5, 8, 9, 11), "6": (0, 1, 2, 3, 10, 11),
-                    "4": (0, 1, 10, 11)},
+            depths={
+                "12": tuple(range(12)),
+                "9": (0, 1, 2, 3, 4, 5, 8, 9, 11),
+                "6": (0, 1, 2, 3, 10, 11),
+                "4": (0, 1, 10, 11),
+            },
         ),
         ssba=SSBAConfig(enabled=True, tile=8, window=1),
         scheduler=SchedulerConfig(shift=3.0, steps=20, guidance_scale=4.5),

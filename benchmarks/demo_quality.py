@@ -1,0 +1,327 @@
+"""The trained demo's quality: scorer accuracy per operating point vs GFLOPs, the scorer's noise, T-DVAE
+reconstruction PSNR, decoder GFLOPs vs SD3's VAE and TAESD3, and (optionally) an int8 Android bundle and the
+other SSBA lowerings against the float32 checkpoint.
+
+python benchmarks/demo_quality.py [--checkpoint CKPT] [--prompts 64] [--seeds 2] [--steps N] [--cfg S]
+                                  [--int8 [--int8-ops r1_d6,r2_d4,r4_d3]] [--lowerings] [--json PATH]
+
+Every accuracy is over the same held-out prompts (`elasticdit eval`'s set) and noise seeds; `--seeds K` repeats
+the whole table with K noise-seed offsets (0, 1000, ...) to measure seed variation beside the binomial error.
+diffusers is imported here only (random weights on the meta device, nothing downloaded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from elasticdit.quiet import silence_library_noise
+
+silence_library_noise()
+
+from elasticdit.checkpoint import load_checkpoint  # noqa: E402
+from elasticdit.demo.shapes import heldout_prompts, render  # noqa: E402
+from elasticdit.demo_checkpoint import demo_checkpoint_path  # noqa: E402
+from elasticdit.evaluation import PROMPT_SEED, binomial_std, evaluate_source  # noqa: E402
+from elasticdit.generation import CheckpointSource, open_source  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import print_table  # noqa: E402
+
+SEED_STRIDE = 1000
+
+
+# ---------------------------------------------------------------------------------------------- quality
+
+
+def quality_table(source, prompts: int, seeds: int, steps, cfg) -> dict:
+    runs = [evaluate_source(source, prompts, None, steps, cfg, seed=k * SEED_STRIDE) for k in range(seeds)]
+    rows = []
+    for i, first in enumerate(runs[0]["operating_points"]):
+        scores = [r["operating_points"][i]["score"] for r in runs]
+        n = prompts * seeds
+        mean = sum(scores) / seeds
+        categories = {
+            c: sum(r["operating_points"][i]["per_category"][c] for r in runs) / seeds for c in first["per_category"]
+        }
+        rows.append(
+            {
+                "name": first["name"],
+                "gflops": first["gflops"],
+                "gflops_per_image": first["gflops_per_image"],
+                "scores_per_seed": scores,
+                "score": mean,
+                "binomial_std": binomial_std(mean, n),
+                "seed_spread": max(scores) - min(scores),
+                "per_category": categories,
+            }
+        )
+    return {
+        "steps": runs[0]["steps"],
+        "guidance": runs[0]["guidance"],
+        "prompts": prompts,
+        "seeds": seeds,
+        "operating_points": rows,
+    }
+
+
+def monotonicity(rows: list[dict]) -> dict:
+    """Pairs where the cheaper point scores higher than the dearer one by more than 2 sigma of their difference."""
+    ordered = sorted(rows, key=lambda r: -r["gflops"])
+    rises, worst = [], 0.0
+    for heavy, light in itertools.combinations(ordered, 2):
+        if light["gflops"] >= heavy["gflops"]:
+            continue
+        rise = light["score"] - heavy["score"]
+        sigma = math.sqrt(heavy["binomial_std"] ** 2 + light["binomial_std"] ** 2)
+        worst = max(worst, rise / sigma if sigma else 0.0)
+        if rise > 2 * sigma:
+            rises.append({"cheaper": light["name"], "dearer": heavy["name"], "rise": rise, "two_sigma": 2 * sigma})
+    return {"violations": rises, "max_rise_in_sigmas": worst, "monotone_within_noise": not rises}
+
+
+# ---------------------------------------------------------------------------------------------- T-DVAE
+
+
+@torch.no_grad()
+def vae_psnr(models, count: int = 256) -> dict:
+    size = models.cfg.resolution[0]
+    scenes = heldout_prompts(count, PROMPT_SEED + 1)  # renders no training run and no eval prompt uses
+    x = torch.from_numpy(np.stack([render(s, size) for s in scenes])).permute(0, 3, 1, 2).float() / 255.0
+    recon = torch.cat([models.vae.decode(models.vae.encode(b)) for b in x.split(64)])
+    recon = (recon * 255).round() / 255  # what a PNG would hold
+    mse = ((recon - x) ** 2).flatten(1).mean(1)
+    per_image = 10 * torch.log10(1.0 / mse.clamp_min(1e-12))
+    return {
+        "images": count,
+        "resolution": size,
+        "psnr_db": float(10 * torch.log10(1.0 / mse.mean())),
+        "psnr_db_mean_per_image": float(per_image.mean()),
+        "psnr_db_worst_image": float(per_image.min()),
+    }
+
+
+def count_gflops(fn, *args) -> float:
+    with FlopCounterMode(display=False) as counter:
+        fn(*args)
+    return counter.get_total_flops() / 1e9
+
+
+def decoder_gflops(models, side: int) -> dict:
+    from diffusers import AutoencoderKL, AutoencoderTiny
+
+    latent = side // 8
+    with torch.device("meta"):
+        sd3 = AutoencoderKL(  # stabilityai/stable-diffusion-3-medium, vae/config.json
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            block_out_channels=(128, 256, 512, 512),
+            layers_per_block=2,
+            latent_channels=16,
+            norm_num_groups=32,
+            sample_size=1024,
+            scaling_factor=1.5305,
+            shift_factor=0.0609,
+            use_quant_conv=False,
+            use_post_quant_conv=False,
+        ).eval()
+        taesd3 = AutoencoderTiny(latent_channels=16).eval()  # madebyollin/taesd3: TAESD with 16 channels
+        z = torch.zeros(1, 16, latent, latent)
+        with torch.no_grad():
+            sd3_g = count_gflops(sd3.decode, z)
+            tiny_g = count_gflops(taesd3.decode, z)
+    with torch.no_grad():
+        ours = count_gflops(models.vae.decode, torch.zeros(1, 16, latent, latent))
+    return {
+        "resolution": side,
+        "tdvae_gflops": ours,
+        "sd3_vae_gflops": sd3_g,
+        "taesd3_gflops": tiny_g,
+        "vs_sd3": ours / sd3_g,
+        "vs_taesd3": ours / tiny_g,
+        "meets_1_8_of_sd3": ours <= sd3_g / 8,
+        "meets_taesd3": ours <= tiny_g,
+    }
+
+
+# ---------------------------------------------------------------------------------------------- comparisons
+
+
+def int8_bundle(checkpoint: Path, ops: list[str], prompts: int, steps, cfg, fp32: dict, out: Path | None) -> dict:
+    from elasticdit.exporter import ExportRequest, export_bundle
+
+    folder = out or Path(tempfile.mkdtemp(prefix="demo-int8-")) / "bundle"
+    if not (folder / "manifest.json").is_file():
+        export_bundle(ExportRequest(checkpoint, "android", folder, recipe="android-int8", ops=ops, progress=False))
+    report = evaluate_source(open_source(folder), prompts, ops, steps, cfg, seed=0)
+    reference = {r["name"]: r["scores_per_seed"][0] for r in fp32["operating_points"]}
+    rows = [
+        {
+            "name": r["name"],
+            "int8_score": r["score"],
+            "fp32_score": reference[r["name"]],
+            "delta": r["score"] - reference[r["name"]],
+            "within_0_03": abs(r["score"] - reference[r["name"]]) <= 0.03,
+        }
+        for r in report["operating_points"]
+    ]
+    return {"bundle": str(folder), "recipe": "android-int8", "operating_points": rows}
+
+
+def lowerings(checkpoint: Path, prompts: int, steps, cfg, fp32: dict) -> dict:
+    from elasticdit.ssba.lowering import lowering_names
+
+    models_cfg = load_checkpoint(checkpoint).cfg
+    sparse = (
+        [r["name"] for r in fp32["operating_points"] if r["name"].startswith("r1_")] if models_cfg.ssba.enabled else []
+    )
+    reference = {r["name"]: r["scores_per_seed"][0] for r in fp32["operating_points"]}
+    out = {}
+    for kind in lowering_names():
+        if kind == "masked":
+            continue
+        report = evaluate_source(CheckpointSource(checkpoint, attention=kind), prompts, sparse, steps, cfg, seed=0)
+        out[kind] = [
+            {
+                "name": r["name"],
+                "score": r["score"],
+                "masked_score": reference[r["name"]],
+                "delta": r["score"] - reference[r["name"]],
+            }
+            for r in report["operating_points"]
+        ]
+    return {"sparse_points": sparse, "lowerings": out}
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, default=None, help="default: the demo checkpoint")
+    parser.add_argument("--prompts", type=int, default=64)
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--cfg", type=float, default=None)
+    parser.add_argument("--psnr-images", type=int, default=256)
+    parser.add_argument("--int8", action="store_true", help="export an android-int8 bundle and score it")
+    parser.add_argument("--int8-ops", default="r1_d6,r2_d4,r4_d3")
+    parser.add_argument("--int8-bundle", type=Path, default=None, help="reuse (or write) the int8 bundle here")
+    parser.add_argument("--lowerings", action="store_true", help="score every other SSBA lowering on ratio 1")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    checkpoint = args.checkpoint or demo_checkpoint_path()
+    ck = load_checkpoint(checkpoint)
+    models = ck.models()
+    result: dict = {"checkpoint": str(checkpoint), "sha256": ck.sha256}
+
+    source = CheckpointSource(checkpoint)
+    q = result["quality"] = quality_table(source, args.prompts, args.seeds, args.steps, args.cfg)
+    rows = q["operating_points"]
+    full, light = rows[0], min(rows, key=lambda r: r["gflops"])
+    mono = result["monotonicity"] = monotonicity(rows)
+    result["targets"] = {
+        "full_score": full["score"],
+        "full_meets_0_80": full["score"] >= 0.80,
+        "lightest": light["name"],
+        "lightest_score": light["score"],
+        "lightest_meets_0_50": light["score"] >= 0.50,
+        "gflops_ratio_full_to_lightest": full["gflops"] / light["gflops"],
+        "lightest_meets_8x": full["gflops"] / light["gflops"] >= 8,
+        "monotone_within_noise": mono["monotone_within_noise"],
+    }
+    print(
+        f"\n{checkpoint}: {args.prompts} held-out prompts x {args.seeds} noise seeds, {q['steps']} steps, "
+        f"cfg {q['guidance']:g}"
+    )
+    cats = list(full["per_category"])
+    print_table(
+        ["point", "GFLOPs/step", "vs full", "score", "+-binom", "per seed", *cats],
+        [
+            [
+                r["name"],
+                r["gflops"],
+                f"{full['gflops'] / r['gflops']:.1f}x",
+                r["score"],
+                r["binomial_std"],
+                " ".join(f"{s:.3f}" for s in r["scores_per_seed"]),
+                *(f"{r['per_category'][c]:.2f}" for c in cats),
+            ]
+            for r in rows
+        ],
+    )
+    print(
+        f"monotone within 2 sigma: {mono['monotone_within_noise']} (largest rise of a cheaper point: "
+        f"{mono['max_rise_in_sigmas']:.2f} sigma); violations: {mono['violations'] or 'none'}"
+    )
+
+    psnr = result["tdvae_psnr"] = vae_psnr(models, args.psnr_images)
+    print(
+        f"\nT-DVAE reconstruction on {psnr['images']} held-out renders at {psnr['resolution']} px: "
+        f"{psnr['psnr_db']:.2f} dB (mean per image {psnr['psnr_db_mean_per_image']:.2f}, worst "
+        f"{psnr['psnr_db_worst_image']:.2f}); target >= 28 dB: {'met' if psnr['psnr_db'] >= 28 else 'MISSED'}"
+    )
+
+    flops = result["decoder_gflops"] = [decoder_gflops(models, side) for side in (ck.cfg.resolution[0], 512)]
+    print()
+    print_table(
+        ["px", "T-DVAE GF", "SD3-VAE GF", "TAESD3 GF", "vs SD3", "vs TAESD3", "<=1/8 SD3", "<=TAESD3"],
+        [
+            [
+                f["resolution"],
+                f["tdvae_gflops"],
+                f["sd3_vae_gflops"],
+                f["taesd3_gflops"],
+                f"{f['vs_sd3']:.4f}",
+                f"{f['vs_taesd3']:.3f}",
+                f["meets_1_8_of_sd3"],
+                f["meets_taesd3"],
+            ]
+            for f in flops
+        ],
+    )
+
+    if args.int8:
+        ops = [o.strip() for o in args.int8_ops.split(",") if o.strip()]
+        res = result["int8"] = int8_bundle(checkpoint, ops, args.prompts, args.steps, args.cfg, q, args.int8_bundle)
+        print(f"\nandroid-int8 bundle vs float32 checkpoint (seed offset 0): {res['bundle']}")
+        print_table(
+            ["point", "int8", "fp32", "delta", "|delta|<=0.03"],
+            [
+                [r["name"], r["int8_score"], r["fp32_score"], r["delta"], r["within_0_03"]]
+                for r in res["operating_points"]
+            ],
+        )
+    if args.lowerings:
+        res = result["lowerings"] = lowerings(checkpoint, args.prompts, args.steps, args.cfg, q)
+        print(f"\nother attention lowerings vs masked on the sparse points {res['sparse_points']}:")
+        print_table(
+            ["lowering", "point", "score", "masked", "delta"],
+            [
+                [k, r["name"], r["score"], r["masked_score"], r["delta"]]
+                for k, rs in res["lowerings"].items()
+                for r in rs
+            ],
+        )
+    print("\ntargets:", json.dumps(result["targets"]))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""`eval`: the demo scorer's accuracy per operating point, with the point's GFLOPs: the quality axis.
+
+Prompts are the first N held-out scenes of `heldout_prompts(N, PROMPT_SEED)` (a stream the training never
+draws from); prompt i is sampled from noise seed `seed + i`, so every operating point sees the same prompts
+and the same starting noise. One image per prompt, scored pass/fail by `demo.scorer` (GenEval-style).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from .demo.scorer import evaluate as score_images
+from .demo.shapes import heldout_prompts
+from .generation import GenerationError, Source, open_source
+from .progress import reporter
+
+PROMPT_SEED = 0
+
+
+def binomial_std(p: float, n: int) -> float:
+    """The sampling noise of an accuracy p measured over n pass/fail prompts (binomial standard error, with
+    Laplace's (k + 1) / (n + 2) so that a score of 0 or 1 still carries noise)."""
+    if not n:
+        return 0.0
+    smoothed = (p * n + 1.0) / (n + 2.0)
+    return math.sqrt(smoothed * (1.0 - smoothed) / n)
+
+
+def evaluate_source(
+    source: Source | str | Path | None = None,
+    prompts: int = 64,
+    ops: list[str] | None = None,
+    steps: int | None = None,
+    guidance: float | None = None,
+    seed: int = 0,
+    threads: int | None = None,
+    progress: bool | None = None,
+    include_results: bool = False,
+    prompt_seed: int = PROMPT_SEED,
+) -> dict[str, Any]:
+    """{"operating_points": [{"name", "gflops", "score", "per_category", ...}], ...} for a bundle or checkpoint."""
+    if prompts <= 0:
+        raise GenerationError(f"--prompts must be positive, got {prompts}")
+    src = source if isinstance(source, Source) else open_source(source, threads)
+    points = [src.point(name) for name in ops] if ops else list(src.points)
+    points = sorted(set(points), key=src.points.index)
+    used_steps, used_guidance = src.settings(steps, guidance)
+    scenes = heldout_prompts(prompts, prompt_seed)
+    texts = [s.prompt for s in scenes]
+    seeds = [seed + i for i in range(prompts)]
+    rows = []
+    with reporter(len(points) * prompts, progress) as report:
+        for point in points:
+            report.stage(f"{point.name}: sampling {prompts} prompts")
+            images = src.generate_many(texts, seeds, point.name, used_steps, used_guidance, on_image=report.advance)
+            result = score_images(images, texts)
+            row = {
+                "name": point.name,
+                "compression_ratio": point.ratio,
+                "depth": point.depth,
+                "gflops": point.gflops,
+                "gflops_per_image": point.gflops * used_steps * (2 if used_guidance != 1.0 else 1),
+                "score": result.accuracy,
+                "score_std": binomial_std(result.accuracy, prompts),
+                "mean_category_accuracy": result.mean_category_accuracy,
+                "per_category": result.per_category,
+                "passed": sum(r.passed for r in result.results),
+                "n": prompts,
+            }
+            if include_results:
+                row["results"] = result.to_dict()["results"]
+            rows.append(row)
+    return {
+        "source": str(getattr(src, "path", source)),
+        "kind": src.kind,
+        "resolution": list(src.resolution),
+        "prompts": prompts,
+        "prompt_seed": prompt_seed,
+        "seed": seed,
+        "steps": used_steps,
+        "guidance": used_guidance,
+        "operating_points": rows,
+    }

@@ -1,0 +1,358 @@
+"""`generate`: prompt to image on this host, through a bundle's methods or the PyTorch reference.
+
+A *source* is either a bundle folder (android: ExecuTorch runtime; onnx: ONNX Runtime) or a checkpoint (the
+PyTorch reference; default: the demo). Both sample the same way: the prompt's word tokens through the text
+encoder, the empty prompt for classifier-free guidance, the seed's Gaussian noise drawn exactly as
+`Models.generate` draws it, `steps` rectified-flow Euler steps with SD3's time shift, then the decoder on the
+latent unscaled with the latent's scaling and shift factors. Same source, prompt, point, steps, guidance and
+seed: the same image, byte for byte.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import BundleError, ElasticDiTError, OperatingPointError
+from .model.sampler import sample
+from .model.text_encoder import tokenize
+
+StepCallback = Callable[[int, float], None]
+
+
+class GenerationError(ElasticDiTError):
+    """The source cannot make images (no decoder, no text encoder where one is needed, a bad argument)."""
+
+
+@dataclass(frozen=True)
+class PointInfo:
+    name: str
+    gflops: float
+    ratio: int
+    depth: str
+
+
+def noise_for(seed: int, shape: Sequence[int]) -> torch.Tensor:
+    """The initial latent of a seed: the same draw `Models.generate` makes."""
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    """[1, 3, H, W] in [0, 1] -> uint8 [H, W, 3]."""
+    return (image[0].clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+def save_png(image: np.ndarray, path: str | Path) -> Path:
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(path, format="PNG")
+    return path
+
+
+class Source:
+    """What `generate` and `eval` need from a bundle or a checkpoint."""
+
+    kind: str  # "checkpoint" or the bundle's target
+    resolution: tuple[int, int]
+    steps: int
+    guidance: float
+    shift: float
+    points: list[PointInfo]
+    default_point: str
+
+    def point(self, name: str | None) -> PointInfo:
+        name = name or self.default_point
+        for p in self.points:
+            if p.name == name:
+                return p
+        valid = ", ".join(p.name for p in self.points)
+        raise OperatingPointError(f"unknown operating point '{name}'; valid: {valid}")
+
+    def generate(
+        self,
+        prompt: str,
+        op: str | None = None,
+        steps: int | None = None,
+        guidance: float | None = None,
+        seed: int = 0,
+        on_step: StepCallback | None = None,
+    ) -> np.ndarray:
+        """uint8 [H, W, 3]."""
+        raise NotImplementedError
+
+    def generate_many(
+        self,
+        prompts: Sequence[str],
+        seeds: Sequence[int],
+        op: str | None = None,
+        steps: int | None = None,
+        guidance: float | None = None,
+        on_image: Callable[[], None] | None = None,
+    ) -> list[np.ndarray]:
+        images = []
+        for prompt, seed in zip(prompts, seeds, strict=True):
+            images.append(self.generate(prompt, op, steps, guidance, seed))
+            if on_image is not None:
+                on_image()
+        return images
+
+    def settings(self, steps: int | None, guidance: float | None) -> tuple[int, float]:
+        steps = self.steps if steps is None else steps
+        guidance = self.guidance if guidance is None else guidance
+        if steps <= 0:
+            raise GenerationError(f"--steps must be positive, got {steps}")
+        if guidance < 0:
+            raise GenerationError(f"--cfg must be non-negative, got {guidance}")
+        return steps, guidance
+
+
+# ---------------------------------------------------------------------------------------------- checkpoint
+
+
+class CheckpointSource(Source):
+    """The PyTorch reference (masked SSBA, float32)."""
+
+    kind = "checkpoint"
+
+    def __init__(self, path: str | Path, attention: str = "masked"):
+        from .checkpoint import load_checkpoint
+        from .inspection import _example_inputs, count_cost
+        from .operating_points import full_point, operating_points
+
+        ck = load_checkpoint(path)
+        self.path, self.attention = Path(path), attention
+        self.models = ck.models()
+        cfg = self.cfg = ck.cfg
+        if self.models.vae is None:
+            raise GenerationError(f"{path} has no VAE decoder, so it cannot make images")
+        self.resolution = cfg.resolution
+        self.steps, self.guidance, self.shift = cfg.scheduler.steps, cfg.scheduler.guidance_scale, cfg.scheduler.shift
+        self._points = {p.name: p for p in operating_points(cfg)}
+        inputs = _example_inputs(cfg, cfg.resolution, "cpu")
+        self.points = []
+        for p in self._points.values():
+            _, gflops = count_cost(self.models.transformer.operating_point(p, attention="masked"), inputs)
+            self.points.append(PointInfo(p.name, gflops, p.ratio, p.depth))
+        self.default_point = full_point(cfg).name
+        self._nets: dict[str, torch.nn.Module] = {}
+
+    def _net(self, name: str) -> torch.nn.Module:
+        if name not in self._nets:
+            self._nets[name] = self.models.transformer.operating_point(self._points[name], attention=self.attention)
+        return self._nets[name]
+
+    @torch.no_grad()
+    def _sample(self, prompts, seeds, name, steps, guidance, on_step=None) -> torch.Tensor:
+        m, cfg = self.models, self.cfg
+        encoded = [m.encode_prompt(p) for p in prompts]
+        text = torch.cat([e[0] for e in encoded])
+        pooled = torch.cat([e[1] for e in encoded])
+        u_text, u_pooled = m.encode_prompt("")
+        b = len(prompts)
+        lh, lw = cfg.latent_size()
+        noise = torch.cat([noise_for(s, (1, cfg.transformer.in_channels, lh, lw)) for s in seeds])
+        latent = sample(
+            self._net(name),
+            noise,
+            text,
+            pooled,
+            steps,
+            self.shift,
+            guidance,
+            u_text.expand(b, -1, -1),
+            u_pooled.expand(b, -1),
+            on_step=on_step,
+        )
+        return m.vae.decode(m.vae.unscale(latent))
+
+    def generate(self, prompt, op=None, steps=None, guidance=None, seed=0, on_step=None) -> np.ndarray:
+        point = self.point(op)
+        steps, guidance = self.settings(steps, guidance)
+        return to_uint8(self._sample([prompt], [seed], point.name, steps, guidance, on_step))
+
+    def generate_many(self, prompts, seeds, op=None, steps=None, guidance=None, on_image=None, batch: int = 16):
+        """Batched (the reference is not shape-static); each image matches `generate` to float rounding."""
+        point = self.point(op)
+        steps, guidance = self.settings(steps, guidance)
+        images = []
+        for i in range(0, len(prompts), batch):
+            out = self._sample(prompts[i : i + batch], seeds[i : i + batch], point.name, steps, guidance)
+            for j in range(out.shape[0]):
+                images.append(to_uint8(out[j : j + 1]))
+                if on_image is not None:
+                    on_image()
+        return images
+
+
+# ---------------------------------------------------------------------------------------------- bundles
+
+
+class BundleSource(Source):
+    """A bundle run through its methods only, as an app would: everything it needs comes from the manifest."""
+
+    def __init__(self, path: str | Path, threads: int | None = None):
+        from .manifest import read_manifest
+
+        self.path = Path(path)
+        doc = self.manifest = read_manifest(self.path)
+        self.kind = doc["target"]
+        if doc.get("decoder") is None:
+            raise GenerationError(f"{self.path} has no decode method, so it cannot make images")
+        self.resolution = tuple(doc["resolution"])
+        sched = doc["scheduler"]
+        self.steps, self.guidance, self.shift = int(sched["steps"]), float(sched["guidance_scale"]), sched["shift"]
+        self.latent = doc.get("latent") or {}
+        self.cfg_batch = bool(doc.get("cfg_batch"))
+        self._entries = {p["name"]: p for p in doc["operating_points"]}
+        self.points = [
+            PointInfo(p["name"], float(p.get("gflops", 0.0)), int(p.get("compression_ratio", 0)), str(p.get("depth")))
+            for p in doc["operating_points"]
+        ]
+        self.default_point = doc.get("default_operating_point") or self.points[0].name
+        self.runner = self._runner(threads)
+        self._text_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _runner(self, threads: int | None) -> Any:
+        if self.kind == "android":
+            from .runners.executorch_host import ExecuTorchProgram
+
+            files = {self.manifest["decoder"]["file"], *(p["file"] for p in self.manifest["operating_points"])}
+            if len(files) != 1:
+                raise BundleError(f"{self.path}: expected one .pte for every method, got {sorted(files)}")
+            program = ExecuTorchProgram(self.path / files.pop(), threads)
+            return lambda method, inputs: program.run(method, inputs)
+        if self.kind == "onnx":
+            try:
+                from .runners.onnx_host import OnnxBundle
+            except ImportError:
+                raise GenerationError("this installation cannot run ONNX bundles (no ONNX host runner)") from None
+            bundle = OnnxBundle(self.path, self.manifest, threads)
+            return lambda method, inputs: bundle.run(method, inputs)
+        raise GenerationError(
+            f"{self.path} is a {self.kind} bundle; this host cannot run it (Core ML runs only on Apple devices)"
+        )
+
+    def _spec(self, entry: dict, name: str) -> dict:
+        for spec in entry["inputs"]:
+            if spec["name"] == name:
+                return spec
+        raise BundleError(f"{self.path}: method {entry['method']} has no input '{name}'")
+
+    def _encode(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """text [1, L, Dt], pooled [1, Dp] from the bundle's encode_text method."""
+        if prompt in self._text_cache:
+            return self._text_cache[prompt]
+        entry = self.manifest.get("text_encoder")
+        point = next(iter(self._entries.values()))
+        if entry is None:
+            if prompt:
+                raise GenerationError(f"{self.path} has no text encoder; only the empty prompt can be used")
+            text = torch.zeros(self._spec(point, "text")["shape"][1:])[None]
+            pooled = torch.zeros(self._spec(point, "pooled")["shape"][1:])[None]
+        else:
+            tok = entry["tokenizer"]
+            ids = torch.tensor([tokenize(prompt, tuple(tok["vocab"]), int(tok["length"]))], dtype=torch.int64)
+            text, pooled = self.runner(entry["method"], [ids])[:2]
+        self._text_cache[prompt] = (text, pooled)
+        return text, pooled
+
+    def _denoise(self, entry: dict) -> Callable[..., torch.Tensor]:
+        batch = int(self._spec(entry, "latent")["shape"][0])
+        method = entry["method"]
+
+        def call(latent, timestep, text, pooled):
+            n = latent.shape[0]
+            if n == batch:
+                return self.runner(method, [latent, timestep.float(), text, pooled])[0]
+            if n == 1 and batch == 2:  # a CFG-batched method asked for one row: run it twice over
+                twice = [torch.cat([t, t]) for t in (latent, timestep.float(), text, pooled)]
+                return self.runner(method, twice)[0][:1]
+            if n == 2 and batch == 1:
+                halves = [
+                    self.runner(method, [t[i : i + 1] for t in (latent, timestep.float(), text, pooled)])[0]
+                    for i in range(2)
+                ]
+                return torch.cat(halves)
+            raise BundleError(f"{self.path}: method {method} takes batch {batch}, asked for {n}")
+
+        return call
+
+    @torch.no_grad()
+    def generate(self, prompt, op=None, steps=None, guidance=None, seed=0, on_step=None) -> np.ndarray:
+        point = self.point(op)
+        steps, guidance = self.settings(steps, guidance)
+        entry = self._entries[point.name]
+        text, pooled = self._encode(prompt)
+        u_text, u_pooled = self._encode("")
+        shape = list(self._spec(entry, "latent")["shape"])
+        shape[0] = 1
+        denoise = self._denoise(entry)
+        latent = sample(
+            denoise,
+            noise_for(seed, shape),
+            text,
+            pooled,
+            steps,
+            float(self.shift),
+            guidance,
+            u_text,
+            u_pooled,
+            batched_cfg=self.cfg_batch,
+            on_step=on_step,
+        )
+        scale = float(self.latent.get("scaling_factor", 1.0))
+        shift = float(self.latent.get("shift_factor", 0.0))
+        image = self.runner(self.manifest["decoder"]["method"], [latent / scale + shift])[0]
+        return to_uint8(image)
+
+
+def open_source(path: str | Path | None = None, threads: int | None = None) -> Source:
+    """A bundle folder or a checkpoint file (default: the demo checkpoint)."""
+    if path is None:
+        from .demo_checkpoint import demo_checkpoint_path
+
+        return CheckpointSource(demo_checkpoint_path())
+    path = Path(path)
+    if path.is_dir():
+        return BundleSource(path, threads)
+    if not path.exists():
+        raise GenerationError(f"{path} does not exist (expected a bundle folder or a checkpoint)")
+    return CheckpointSource(path)
+
+
+def generate_image(
+    source: Source | str | Path | None,
+    prompt: str,
+    output: str | Path,
+    op: str | None = None,
+    steps: int | None = None,
+    guidance: float | None = None,
+    seed: int = 0,
+    threads: int | None = None,
+    on_step: StepCallback | None = None,
+) -> dict[str, Any]:
+    """Generate one PNG; returns a summary of what ran."""
+    src = source if isinstance(source, Source) else open_source(source, threads)
+    point = src.point(op)
+    used_steps, used_guidance = src.settings(steps, guidance)
+    image = src.generate(prompt, point.name, used_steps, used_guidance, seed, on_step)
+    path = save_png(image, output)
+    return {
+        "output": str(path),
+        "source": str(getattr(src, "path", source)),
+        "kind": src.kind,
+        "prompt": prompt,
+        "operating_point": point.name,
+        "gflops": point.gflops,
+        "steps": used_steps,
+        "guidance": used_guidance,
+        "seed": seed,
+        "resolution": list(src.resolution),
+    }

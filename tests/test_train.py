@@ -1,0 +1,115 @@
+"""Demo training on a tiny config: losses fall, the checkpoint loads, and a resumed run equals an uninterrupted one."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from elasticdit.checkpoint import load_checkpoint
+from elasticdit.demo.train import CHECKPOINT_FILE, LOG_FILE, STATE_FILE, Trainer, TrainPlan, main, train
+from elasticdit.model.sampler import training_pair
+from elasticdit.operating_points import full_point
+from elasticdit.presets import tiny_config
+
+CFG = tiny_config(text_encoder=True)
+PLAN = TrainPlan(
+    minutes=None,
+    vae_steps=12,
+    dit_steps=12,
+    scenes=48,
+    vae_batch=8,
+    vae_lr=1e-3,
+    dit_batch=8,
+    dit_lr=2e-3,
+    warmup=2,
+    save_every=4,
+    log_every=1,
+    dtype="float32",
+)
+
+
+class Crash(Exception):
+    pass
+
+
+def records(out) -> list[dict]:
+    return [json.loads(line) for line in (out / LOG_FILE).read_text().splitlines()]
+
+
+def test_losses_fall_and_checkpoint_loads(tmp_path):
+    probe = Trainer(tmp_path / "probe", CFG, PLAN, seed=3, log=lambda s: None)
+    images = probe.images()[:8].float() / 255.0
+    with torch.no_grad():
+        before_vae = F.mse_loss(probe.models.vae.decode(probe.models.vae.encode(images)), images).item()
+
+    path = train(tmp_path / "run", CFG, PLAN, seed=3, log=lambda s: None)
+    ck = load_checkpoint(path)
+    models, vae_cfg = ck.models(), ck.cfg.vae
+    assert vae_cfg.scaling_factor != 1.0 and vae_cfg.shift_factor != 0.0  # chosen from the latents' statistics
+    with torch.no_grad():
+        after_vae = F.mse_loss(models.vae.decode(models.vae.encode(images)), images).item()
+    assert after_vae < 0.95 * before_vae  # from the Haar init (8x8 block means), already a fair codec
+
+    # the rectified-flow loss of the full operating point on real latents and prompts, fixed noise and sigmas
+    x0 = models.vae.scale(torch.load(tmp_path / "run" / "latents.pt", weights_only=True)["latents"][:8])
+    tokens = probe.prompt_tokens()[:8]
+    g = torch.Generator().manual_seed(1)
+    noise, sigma = torch.randn(x0.shape, generator=g), torch.rand(8, generator=g)
+    xt, target = training_pair(x0, noise, sigma)
+
+    def dit_loss(m) -> float:
+        with torch.no_grad():
+            text, pooled = m.text_encoder(tokens)
+            return F.mse_loss(m.transformer(xt, sigma, text, pooled, full_point(CFG)), target).item()
+
+    assert dit_loss(models) < 0.9 * dit_loss(probe.models)  # adaLN-Zero start: velocity 0
+    log = records(tmp_path / "run")
+    dit = [r["loss"] for r in log if r["phase"] == "dit" and "loss" in r]
+    assert len(dit) == PLAN.dit_steps and sum(dit[-4:]) < sum(dit[:4])
+    assert next(r for r in log if "encoded" in r)["encoded"] == PLAN.scenes
+
+
+@pytest.mark.parametrize("phase, step", [("vae", 6), ("dit", 7)])
+def test_resume_equals_an_uninterrupted_run(tmp_path, phase, step):
+    straight = train(tmp_path / "a", CFG, PLAN, seed=5, log=lambda s: None)
+
+    def crash_at(line: str) -> None:
+        if f"phase={phase} step={step} " in line:
+            raise Crash
+
+    with pytest.raises(Crash):
+        train(tmp_path / "b", CFG, PLAN, seed=5, log=crash_at)
+    state = torch.load(tmp_path / "b" / STATE_FILE, weights_only=True)
+    assert (state["phase"], state["step"]) == (phase, 4)  # the last periodic save
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(tmp_path / "b", CFG, PLAN, seed=5, log=lambda s: None)
+    resumed = train(tmp_path / "b", CFG, PLAN, seed=5, resume=True, log=lambda s: None)
+    assert resumed.read_bytes() == straight.read_bytes()
+    a = torch.load(tmp_path / "a" / STATE_FILE, weights_only=True)
+    b = torch.load(tmp_path / "b" / STATE_FILE, weights_only=True)
+    for key in ("models", "ema"):
+        left, right = a[key], b[key]
+        pairs = (
+            zip(left.values(), right.values(), strict=True) if isinstance(left, dict) else zip(left, right, strict=True)
+        )
+        assert all(torch.equal(x, y) for x, y in pairs)
+    assert records(tmp_path / "b")[-2]["step"] == PLAN.dit_steps
+
+
+def test_resume_refuses_another_seed(tmp_path):
+    plan = dataclasses.replace(PLAN, vae_steps=4, dit_steps=0)
+    train(tmp_path / "c", CFG, plan, seed=1, log=lambda s: None)
+    with pytest.raises(ValueError, match="another config or seed"):
+        train(tmp_path / "c", CFG, plan, seed=2, resume=True, log=lambda s: None)
+
+
+def test_command_line_writes_a_checkpoint(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("elasticdit.presets.demo_config", lambda: CFG)
+    assert main(["--out", str(tmp_path / "cli"), "--steps", "2", "2", "--scenes", "16", "--seed", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "encoded=16 " in out and f"wrote {tmp_path / 'cli' / CHECKPOINT_FILE}" in out
+    assert load_checkpoint(tmp_path / "cli" / CHECKPOINT_FILE).cfg.transformer == CFG.transformer
