@@ -18,6 +18,7 @@ slice + cat chains) measured 10-20% slower; see docs/ssba.md.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -51,23 +52,25 @@ class TilesAttention(nn.Module):
             queries, windows = buckets.setdefault(m, ([], []))
             queries.append(q_ids)
             windows.append(k_ids)
-        self.buckets = [(torch.tensor(q), torch.tensor(k)) for q, k in buckets.values()]
-        order = torch.cat([q.reshape(-1) for q, _ in self.buckets])
-        inverse = torch.empty(n, dtype=torch.long)
-        inverse[order] = torch.arange(n)
-        self.inverse = torch.cat([inverse, torch.arange(n, n + text)])  # a constant: export embeds it
+        self.buckets = [(np.array(q), np.array(k)) for q, k in buckets.values()]
+        inverse = np.empty(n, dtype=np.int64)
+        inverse[np.concatenate([q.reshape(-1) for q, _ in self.buckets])] = np.arange(n)
+        self.inverse = torch.from_numpy(np.concatenate([inverse, np.arange(n, n + text)]))
         self._flat: dict[tuple[int, int], list[tuple[torch.Tensor, torch.Tensor]]] = {}
 
     def _flat_indices(self, batch: int, seq: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Indices into the [batch*seq, D] view of q/k/v, one row per (batch, group); static per shape."""
-        key = (batch, seq)
-        if key not in self._flat:
-            offset = (torch.arange(batch) * seq).view(batch, 1, 1)
-            self._flat[key] = [
-                ((q + offset).reshape(batch * len(q), -1), (k + offset).reshape(batch * len(k), -1))
+        """Indices into the [batch*seq, D] view of q/k/v, one row per (batch, group). Computed with numpy so that
+        torch.export records them as constants, not as index arithmetic in the graph."""
+        if (batch, seq) not in self._flat:
+            offset = (np.arange(batch) * seq).reshape(batch, 1, 1)
+            self._flat[batch, seq] = [
+                (
+                    torch.from_numpy((q + offset).reshape(batch * len(q), -1)),
+                    torch.from_numpy((k + offset).reshape(batch * len(k), -1)),
+                )
                 for q, k in self.buckets
             ]
-        return self._flat[key]
+        return self._flat[batch, seq]
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         batch, seq, dim = q.shape
