@@ -129,3 +129,17 @@ def test_missing_checkpoint_and_existing_dir(tiny_ckpt, tmp_path):
     blocker.write_text("x")
     result = export([str(tiny_ckpt), "--ops", "r2_d2", "-o", str(blocker / "b")])
     assert result.exit_code == 1 and "cannot write a bundle" in result.stderr
+
+
+@pytest.mark.parametrize("recipe", ["android-int8", "android-8da4w"])
+def test_quantized_recipes_run_and_report_snr_above_their_floor(tiny_ckpt, tmp_path, recipe):
+    out = tmp_path / recipe
+    result = export([str(tiny_ckpt), "--target", "android", "--recipe", recipe, "--ops", "r1_d4", "-o", str(out)])
+    assert result.exit_code == 0, result.output + result.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["recipe"]["name"] == recipe
+    report = verify_bundle(out, tiny_ckpt)
+    denoise = [m for m in report["methods"] if m["kind"] == "denoise"]
+    assert [m["metric"] for m in denoise] == ["snr_db"] and denoise[0]["passed"], denoise
+    floor = {"android-int8": 33.0, "android-8da4w": 20.0}[recipe]
+    assert denoise[0]["limit"] == floor and floor <= denoise[0]["value"] < 120  # quantized: not bit-exact

@@ -191,7 +191,7 @@ def test_weights_are_stored_once_after_compression(compressed):
 def test_compressed_recipes_report_snr(compressed, bare_ckpt):
     _, out, _ = compressed
     for check in verify(out, bare_ckpt)["methods"]:
-        assert check["metric"] == "snr_db" and check["passed"] and check["value"] >= check["limit"] >= 18
+        assert check["metric"] == "snr_db" and check["passed"] and check["value"] >= check["limit"] >= 17
         assert check["value"] < 80  # the compressed weights really are the ones checked
         assert "decoded from model.mlpackage" in check["note"]
 

@@ -72,7 +72,11 @@ def test_json_report_has_every_figure(profiled, bundle):
     ops = {o["name"]: o for o in report["operating_points"][0]["ops"]}
     gemm = ops["Fully Connected (NC, F32) GEMM"]
     assert gemm["delegated"] and gemm["unit"] == "XNNPACK" and gemm["count"] > 10 and gemm["ms"] > 0
-    assert report["operating_points"][0]["ops_summary"]["delegated_share"] > 0.9
+    # outside XNNPACK run only the `tiles` SSBA gathers (portable kernels); their share of this tiny model is
+    # larger than at scale, and timings on a busy machine vary, so the share is bounded loosely
+    outside = [o["name"] for o in report["operating_points"][0]["ops"] if not o["delegated"]]
+    assert outside and all(any(k in n for k in ("embedding", "index_select", "clone_dim_order")) for n in outside)
+    assert 0.5 < report["operating_points"][0]["ops_summary"]["delegated_share"] < 1
     # the text encoder keeps its embedding lookup on the portable kernels
     assert any(not o["delegated"] and o["name"].startswith("embedding") for o in report["text_encoder"]["ops"])
 

@@ -33,17 +33,24 @@ def pt2e_int8(
 
 
 def torchao_8da4w(module: nn.Module, group_size: int) -> int:
-    """int4 weights in groups, dynamic int8 activations, on every Linear whose width the group divides.
+    """int4 weights in groups, dynamic int8 activations, on every Linear whose width the group divides; the
+    output projections (`proj_out`, `proj_out_r{r}`), whose error goes straight into the velocity, get int8
+    weights instead (on the trained demo: 17.7-19.3 dB SNR with them in int4, 22.9-24.8 dB in int8).
 
-    Quantizes in place, once, so every method that shares these Linears shares the int4 weights.
+    Quantizes in place, once, so every method that shares these Linears shares the quantized weights.
     Returns the number of Linears quantized.
     """
-    from torchao.quantization import Int8DynamicActivationIntxWeightConfig, PerGroup, quantize_
+    from torchao.quantization import Int8DynamicActivationIntxWeightConfig, PerAxis, PerGroup, quantize_
 
-    chosen = {id(m) for m in module.modules() if isinstance(m, nn.Linear) and m.in_features % group_size == 0}
-    quantize_(
-        module,
-        Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int4, weight_granularity=PerGroup(group_size)),
-        filter_fn=lambda m, _fqn: id(m) in chosen,
-    )
-    return len(chosen)
+    linears = {
+        name: m for name, m in module.named_modules() if isinstance(m, nn.Linear) and m.in_features % group_size == 0
+    }
+    # XNNPACK takes group-wise scales for 4-bit weights only: int8 weights are per output channel
+    for bits, granularity, output in ((torch.int8, PerAxis(0), True), (torch.int4, PerGroup(group_size), False)):
+        chosen = {id(m) for name, m in linears.items() if name.split(".")[-1].startswith("proj_out") == output}
+        quantize_(
+            module,
+            Int8DynamicActivationIntxWeightConfig(weight_dtype=bits, weight_granularity=granularity),
+            filter_fn=lambda m, _fqn, chosen=chosen: id(m) in chosen,
+        )
+    return len(linears)
