@@ -23,3 +23,9 @@ def write_tiny(path: Path, seed: int = 0, **kwargs) -> Path:
 def tiny_ckpt(tmp_path_factory) -> Path:
     """Ratios 1/2 at 128 px (token grids 8x8 and 4x4), SSBA tile 2, text encoder, T-DVAE with encoder."""
     return write_tiny(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors", text_encoder=True)
+
+
+@pytest.fixture(scope="session")
+def bare_ckpt(tmp_path_factory) -> Path:
+    """The tiny transformer alone (no decoder, no text encoder): bundles of denoise methods only."""
+    return write_tiny(tmp_path_factory.mktemp("bare") / "bare.safetensors", vae=False)

@@ -35,14 +35,6 @@ def verify(out, ckpt) -> dict:
 
 
 @pytest.fixture(scope="module")
-def bare_ckpt(tmp_path_factory):
-    """The tiny transformer alone (no decoder, no text encoder): bundles of denoise functions only."""
-    from conftest import write_tiny
-
-    return write_tiny(tmp_path_factory.mktemp("bare") / "bare.safetensors", vae=False)
-
-
-@pytest.fixture(scope="module")
 def bundle(tiny_ckpt, tmp_path_factory):
     out = tmp_path_factory.mktemp("ios") / "bundle"
     return out, export(tiny_ckpt, out, "--ops", OPS)
