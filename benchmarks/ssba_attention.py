@@ -165,10 +165,14 @@ def main() -> None:
         print(f"{name} .pte: {shares[name]['delegated_share']:.1%} of op time in XNNPACK; outside: {outside}")
     print("max |lowered - masked eager|: " + ", ".join(f"{k} {v:.1e}" for k, v in errors.items()))
     verdict = "met" if ssba <= target else "MISSED"
-    print(f"target ssba_pte_ms <= 1.5 x density x dense_pte_ms = {target:.2f} ms: {best} {ssba:.2f} ms "
-          f"({ssba / dense:.3f} x dense) -> {verdict}")
-    print(f"target ssba_pte_ms < eager_sdpa_ms = {timing['eager_sdpa']['ms']:.2f} ms -> "
-          f"{'met' if ssba < timing['eager_sdpa']['ms'] else 'MISSED'}")
+    print(
+        f"target ssba_pte_ms <= 1.5 x density x dense_pte_ms = {target:.2f} ms: {best} {ssba:.2f} ms "
+        f"({ssba / dense:.3f} x dense) -> {verdict}"
+    )
+    print(
+        f"target ssba_pte_ms < eager_sdpa_ms = {timing['eager_sdpa']['ms']:.2f} ms -> "
+        f"{'met' if ssba < timing['eager_sdpa']['ms'] else 'MISSED'}"
+    )
     if args.json:
         result = {
             "grid": args.grid,

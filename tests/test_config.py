@@ -45,6 +45,7 @@ def _raw(**changes):
         ({"elastic__depths": {"6": []}}, DepthPlanError, "runs no blocks"),
         ({"transformer__num_heads": 3}, ConfigError, "not divisible"),
         ({"ssba__shift": "sideways"}, ConfigError, "ssba.shift"),
+        ({"transformer__prediction": "noise"}, ConfigError, "transformer.prediction"),
     ],
 )
 def test_bad_configs_are_named(changes, error, words):

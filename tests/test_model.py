@@ -1,8 +1,11 @@
 """The PyTorch reference: elastic depth and ratio, position codes, T-DVAE, text encoder, sampler."""
 
+import dataclasses
+
 import pytest
 import torch
 
+from elasticdit.model.elastic_dit import SIGMA_FLOOR
 from elasticdit.model.embeddings import sincos_1d, sincos_2d
 from elasticdit.model.pipeline import build_models
 from elasticdit.model.sampler import sample, shifted_sigmas, training_pair
@@ -69,6 +72,21 @@ def test_ratio_uses_its_own_projections(models):
     assert net.proj_out is models.transformer.proj_out_r2
     assert net.patch_embed.kernel_size == (4, 4) and net.grid == (4, 4)
     assert models.transformer.operating_point(r1).blocks[0] is net.blocks[0]  # blocks are shared
+
+
+def test_sample_prediction_returns_the_velocity_of_the_predicted_sample(models):
+    """prediction="sample": the same weights' raw output is x0, and the network returns (x_sigma - x0) / sigma."""
+    cfg = dataclasses.replace(CFG, transformer=dataclasses.replace(CFG.transformer, prediction="sample"))
+    sampled = build_models(cfg)
+    sampled.load_state_dict(models.state_dict())
+    latent, _, text, pooled = inputs(CFG, batch=3)
+    sigma = torch.tensor([0.9, 0.3, 0.01])  # the last one is below the floor
+    for point in operating_points(CFG):
+        with torch.no_grad():
+            x0 = models.transformer(latent, sigma, text, pooled, point)
+            v = sampled.transformer(latent, sigma, text, pooled, point)
+        floor = sigma.clamp(min=SIGMA_FLOOR).view(-1, 1, 1, 1)
+        torch.testing.assert_close(v, (latent - x0) / floor)
 
 
 def test_position_codes_name_the_same_place_at_every_ratio():

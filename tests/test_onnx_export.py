@@ -145,10 +145,9 @@ def test_weights_are_stored_once(two_points):
         assert summary["bytes"] / alone <= 1.10, (summary["bytes"], alone)
 
 
+@pytest.mark.parametrize("two_points", ["onnx-int8"], indirect=True)
 def test_int8_recipe_reports_snr(two_points, bare_ckpt):
-    recipe, out, summary = two_points
-    if recipe != "onnx-int8":
-        pytest.skip("float recipe: rel_err, checked above")
+    _, out, summary = two_points
     ops = summary["backend_report"]["denoise_r1_d2"]["op_histogram"]
     assert ops.get("MatMulInteger", 0) > 0 and ops.get("DynamicQuantizeLinear", 0) > 0
     assert ops.get("MatMul", 0) > 0  # attention and the norms' means stay float

@@ -29,6 +29,11 @@ class TransformerConfig:
     pos_embed: str = "sincos"  # "sincos" (elastic, base-patch units) or "cropped" (SD3's stored table)
     pos_embed_max_size: int = 0  # side of the stored table when pos_embed == "cropped"
     context_pre_only_last: bool = False  # SD3: the last block has no text output path
+    # What the output projection predicts. "velocity": the velocity itself (SD3). "sample": the clean latent x0,
+    # turned into velocity = (x_sigma - x0) / max(sigma, SIGMA_FLOOR) inside the network, so a denoise method
+    # returns velocity either way. A coarse ratio's token carries (patch*ratio)^2 * C values through hidden_size
+    # features: the noise cannot pass such a bottleneck, the clean latent (flat, low-rank) can.
+    prediction: str = "velocity"
 
     @property
     def head_dim(self) -> int:
@@ -238,6 +243,8 @@ def validate_config(cfg: ModelConfig) -> None:
         raise ConfigError(f"transformer.hidden_size {t.hidden_size} is not divisible by num_heads {t.num_heads}")
     if (t.hidden_size // 2) % 2:
         raise ConfigError(f"transformer.hidden_size {t.hidden_size} must be a multiple of 4 for 2D sin-cos embeddings")
+    if t.prediction not in ("velocity", "sample"):
+        raise ConfigError(f"transformer.prediction must be 'velocity' or 'sample', got {t.prediction!r}")
     if t.pos_embed not in ("sincos", "cropped"):
         raise ConfigError(f"transformer.pos_embed must be 'sincos' or 'cropped', got {t.pos_embed!r}")
     if t.pos_embed == "cropped" and t.pos_embed_max_size <= 0:

@@ -72,6 +72,7 @@ def demo_config() -> ModelConfig:
             text_len=12,
             pooled_dim=64,
             qk_norm=True,
+            prediction="sample",
         ),
         elastic=ElasticConfig(
             compression_ratios=(1, 2, 4),

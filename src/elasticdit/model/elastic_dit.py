@@ -13,6 +13,9 @@ from .embeddings import CombinedTimestepTextProjEmbeddings, PatchEmbed, ratio_su
 from .layers import AdaLayerNormContinuous
 from .mmdit import JointTransformerBlock
 
+OUTPUT_PROJECTION = "proj_out"  # module name prefix of the per-ratio output projections (quantization singles them out)
+SIGMA_FLOOR = 0.05  # velocity from a predicted sample divides by sigma; below this it divides by the floor
+
 
 class ElasticDiT(nn.Module):
     def __init__(self, cfg: ModelConfig):
@@ -37,10 +40,12 @@ class ElasticDiT(nn.Module):
         self.norm_out = AdaLayerNormContinuous(t.hidden_size)
         for r in ratios:
             cell = t.patch_size * r
-            self.add_module(f"proj_out{ratio_suffix(r)}", nn.Linear(t.hidden_size, cell * cell * t.in_channels))
+            self.add_module(
+                f"{OUTPUT_PROJECTION}{ratio_suffix(r)}", nn.Linear(t.hidden_size, cell * cell * t.in_channels)
+            )
 
     def proj_out_for(self, ratio: int) -> nn.Linear:
-        return getattr(self, f"proj_out{ratio_suffix(ratio)}")
+        return getattr(self, f"{OUTPUT_PROJECTION}{ratio_suffix(ratio)}")
 
     def attention_cores(
         self, point: OperatingPoint, resolution: tuple[int, int] | None = None, kind: str = "masked"
@@ -100,6 +105,7 @@ class StaticElasticDiT(nn.Module):
         self.cores = nn.ModuleList(dit.attention_cores(point, resolution, attention))
         self.norm_out = dit.norm_out
         self.proj_out = dit.proj_out_for(point.ratio)
+        self.predicts_sample = t.prediction == "sample"
 
     def forward(
         self, latent: torch.Tensor, timestep: torch.Tensor, text: torch.Tensor, pooled: torch.Tensor
@@ -112,7 +118,11 @@ class StaticElasticDiT(nn.Module):
         for i, (block, core) in enumerate(zip(self.blocks, self.cores, strict=True)):
             img, txt = block(img, txt, temb, core, text_out=i < last)
         img = self.proj_out(self.norm_out(img, temb))
-        return unpatchify(img, self.grid, self.cell, self.channels)
+        out = unpatchify(img, self.grid, self.cell, self.channels)
+        if self.predicts_sample:
+            sigma = timestep.clamp(min=SIGMA_FLOOR).to(out.dtype).reshape(-1, 1, 1, 1)
+            return (latent - out) / sigma
+        return out
 
 
 def unpatchify(x: torch.Tensor, grid: tuple[int, int], cell: int, channels: int) -> torch.Tensor:

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..model.elastic_dit import OUTPUT_PROJECTION
+
 
 def pt2e_int8(
     module: nn.Module, example: tuple[torch.Tensor, ...], calibration: Sequence[tuple[torch.Tensor, ...]]
@@ -47,7 +49,7 @@ def torchao_8da4w(module: nn.Module, group_size: int) -> int:
     }
     # XNNPACK takes group-wise scales for 4-bit weights only: int8 weights are per output channel
     for bits, granularity, output in ((torch.int8, PerAxis(0), True), (torch.int4, PerGroup(group_size), False)):
-        chosen = {id(m) for name, m in linears.items() if name.split(".")[-1].startswith("proj_out") == output}
+        chosen = {id(m) for name, m in linears.items() if name.split(".")[-1].startswith(OUTPUT_PROJECTION) == output}
         quantize_(
             module,
             Int8DynamicActivationIntxWeightConfig(weight_dtype=bits, weight_granularity=granularity),

@@ -30,6 +30,7 @@ import torch
 
 from ..errors import BundleError, ExportError
 from ..manifest import TensorSpec
+from ..model.elastic_dit import OUTPUT_PROJECTION
 from ..model.pipeline import Models
 from ..operating_points import OperatingPoint
 from ..progress import Reporter
@@ -230,7 +231,7 @@ def output_projection_weights(mlmodel) -> list[str]:
         op.name
         for function in mlmodel._mil_program.functions.values()
         for op in function.operations
-        if op.op_type == "const" and "proj_out" in op.name
+        if op.op_type == "const" and OUTPUT_PROJECTION in op.name
     )
 
 
