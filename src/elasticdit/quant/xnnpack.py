@@ -37,7 +37,8 @@ def pt2e_int8(
 def torchao_8da4w(module: nn.Module, group_size: int) -> int:
     """int4 weights in groups, dynamic int8 activations, on every Linear whose width the group divides; the
     output projections (`proj_out`, `proj_out_r{r}`), whose error goes straight into the velocity, get int8
-    weights instead (on the trained demo: 17.7-19.3 dB SNR with them in int4, 22.9-24.8 dB in int8).
+    weights instead (on the velocity-predicting trained demo dc0534d5: 17.7-19.3 dB SNR with them in int4,
+    22.9-24.8 dB in int8).
 
     Quantizes in place, once, so every method that shares these Linears shares the quantized weights.
     Returns the number of Linears quantized.
