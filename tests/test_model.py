@@ -165,6 +165,15 @@ def test_euler_with_the_true_velocity_recovers_the_sample():
     out = sample(oracle, noise, None, None, steps=7, shift=3.0)
     torch.testing.assert_close(out, x0, atol=1e-5, rtol=1e-5)
 
+    # started part-way: the latent at the schedule's 4th sigma, only the remaining 3 steps run
+    calls = []
+    x4, _ = training_pair(x0, noise, shifted_sigmas(7, 3.0)[4:5])
+    out = sample(oracle, x4, None, None, steps=7, shift=3.0, start_step=4, on_step=lambda i, s: calls.append(i))
+    torch.testing.assert_close(out, x0, atol=1e-5, rtol=1e-5)
+    assert calls == [4, 5, 6]
+    with pytest.raises(ValueError, match="start_step"):
+        sample(oracle, noise, None, None, steps=7, shift=3.0, start_step=7)
+
 
 def test_classifier_free_guidance_combines_both_passes():
     def fake(x, sigma, text, pooled):

@@ -31,18 +31,22 @@ def sample(
     uncond_pooled: torch.Tensor | None = None,
     batched_cfg: bool = True,
     on_step: Callable[[int, float], None] | None = None,
+    start_step: int = 0,
 ) -> torch.Tensor:
     """The clean latent for `noise` [B, C, h, w]; with guidance > 1 the unconditional text is required.
 
     batched_cfg runs the conditional and unconditional passes as one batch of 2B (as a CFG bundle does);
-    otherwise as two calls of batch B.
+    otherwise as two calls of batch B. With start_step k, `noise` is a latent already at the schedule's k-th
+    sigma (e.g. an image noised to it) and only the remaining steps run.
     """
     cfg = guidance != 1.0
     if cfg and (uncond_text is None or uncond_pooled is None):
         raise ValueError("classifier-free guidance needs the unconditional text and pooled embeddings")
+    if not 0 <= start_step < steps:
+        raise ValueError(f"start_step must be in [0, {steps}), got {start_step}")
     sigmas = shifted_sigmas(steps, shift)
     x = noise
-    for i in range(steps):
+    for i in range(start_step, steps):
         sigma = sigmas[i].expand(x.shape[0]).to(x.dtype)
         if not cfg:
             v = denoise(x, sigma, text, pooled)
