@@ -4,7 +4,8 @@ other SSBA lowerings against the float32 checkpoint.
 
 python benchmarks/demo_quality.py [--checkpoint CKPT] [--prompts 64] [--seeds 2] [--steps N] [--cfg S]
                                   [--int8 [--int8-ops r1_d6,r2_d4,r4_d3]] [--lowerings]
-                                  [--from-sigma 0.5,0.7,0.9 [--from-sigma-ops r1_d6,r4_d3]] [--json PATH]
+                                  [--from-sigma 0.5,0.7,0.9 [--from-sigma-ops r1_d6,r4_d3] [--from-sigma-only]]
+                                  [--json PATH]
 
 Every accuracy is over the same held-out prompts (`elasticdit eval`'s set) and noise seeds; `--seeds K` repeats
 the whole table with K noise-seed offsets (0, 1000, ...) to measure seed variation beside the binomial error.
@@ -276,6 +277,7 @@ def main() -> int:
         "--from-sigma", default=None, help="comma-separated sigmas: score sampling started from noised renders"
     )
     parser.add_argument("--from-sigma-ops", default="r1_d6,r4_d3")
+    parser.add_argument("--from-sigma-only", action="store_true", help="skip everything else")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
@@ -284,6 +286,12 @@ def main() -> int:
     ck = load_checkpoint(checkpoint)
     models = ck.models()
     result: dict = {"checkpoint": str(checkpoint), "sha256": ck.sha256}
+
+    if args.from_sigma_only:
+        if not args.from_sigma:
+            parser.error("--from-sigma-only needs --from-sigma")
+        result["from_sigma"] = report_from_sigma(args, checkpoint)
+        return write_json(args.json, result)
 
     source = CheckpointSource(checkpoint)
     q = result["quality"] = quality_table(source, args.prompts, args.seeds, args.steps, args.cfg)
@@ -374,18 +382,27 @@ def main() -> int:
             ],
         )
     if args.from_sigma:
-        ops = [o.strip() for o in args.from_sigma_ops.split(",") if o.strip()]
-        sigmas = [float(v) for v in args.from_sigma.split(",")]
-        res = result["from_sigma"] = from_sigma(checkpoint, ops, sigmas, args.prompts, args.steps, args.cfg)
-        print(f"\nsampling started from held-out renders noised to sigma ({res['steps']} steps in all):")
-        print_table(
-            ["point", "sigma", "steps run", "score"],
-            [[r["name"], r["sigma"], res["steps"] - r["start_step"], r["score"]] for r in res["rows"]],
-        )
+        result["from_sigma"] = report_from_sigma(args, checkpoint)
     print("\ntargets:", json.dumps(result["targets"]))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {args.json}")
+    return write_json(args.json, result)
+
+
+def report_from_sigma(args: argparse.Namespace, checkpoint: Path) -> dict:
+    ops = [o.strip() for o in args.from_sigma_ops.split(",") if o.strip()]
+    sigmas = [float(v) for v in args.from_sigma.split(",")]
+    res = from_sigma(checkpoint, ops, sigmas, args.prompts, args.steps, args.cfg)
+    print(f"\nsampling started from held-out renders noised to sigma ({res['steps']} steps in all):")
+    print_table(
+        ["point", "sigma", "steps run", "score"],
+        [[r["name"], r["sigma"], res["steps"] - r["start_step"], r["score"]] for r in res["rows"]],
+    )
+    return res
+
+
+def write_json(path: Path | None, result: dict) -> int:
+    if path:
+        path.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {path}")
     return 0
 
 

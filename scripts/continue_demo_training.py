@@ -1,0 +1,55 @@
+"""Diagnostic: continue a finished demo training run's DiT phase for more steps, with snapshots.
+
+python scripts/continue_demo_training.py RUN_DIR --steps 2000 --every 500
+
+RUN_DIR holds a finished `python -m elasticdit.demo.train --seed 0` run (its `state.pt` and `latents.pt`) and is
+continued in place: copy it first to keep the original. The text encoder and ElasticDiT go on from the run's
+weights, optimizer state and EMA with a fresh learning-rate schedule (warmup, constant, decay over the last 30%);
+every `--every` steps the EMA weights are written to RUN_DIR/extra{STEP}.safetensors. This measures how the
+demo's score grows past the 60-minute training budget; its checkpoints are not the shipped demo.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the training command sets it
+
+from elasticdit.demo.train import STATE_FILE, Trainer, TrainPlan
+from elasticdit.presets import demo_config
+
+
+class ContinuedRun(Trainer):
+    def save_state(self) -> None:
+        super().save_state()
+        if self.phase == "dit":
+            self.write_checkpoint(self.out / f"extra{self.step}.safetensors")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", type=Path)
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--every", type=int, default=500)
+    parser.add_argument("--seed", type=int, default=0, help="the run's seed")
+    args = parser.parse_args()
+    if not (args.run / STATE_FILE).is_file():
+        print(f"error: {args.run / STATE_FILE} not found: not a training run directory", file=sys.stderr)
+        return 1
+    plan = TrainPlan(minutes=None, dit_steps=args.steps, save_every=args.every)
+    run = ContinuedRun(args.run, demo_config(), plan, args.seed, log=lambda s: print(s, flush=True))
+    run.load_state()
+    if run.phase != "done":
+        print(f"error: {args.run} has not finished training (phase {run.phase}); resume it instead", file=sys.stderr)
+        return 1
+    run.phase, run.step = "dit", 0
+    run.train_dit()
+    run.write_checkpoint(args.run / f"extra{run.step}.safetensors")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
