@@ -113,6 +113,22 @@ def from_sigma(checkpoint: Path, ops: list[str], sigmas: list[float], prompts: i
     text, pooled = torch.cat([e[0] for e in encoded]), torch.cat([e[1] for e in encoded])
     u_text, u_pooled = m.encode_prompt("")
     points = {p.name: p for p in operating_points(ck.cfg)}
+
+    def sample_from(net, x, t, p, start):
+        n = x.shape[0]
+        return sample(
+            net,
+            x,
+            t,
+            p,
+            steps,
+            sched.shift,
+            guidance,
+            u_text.expand(n, -1, -1),
+            u_pooled.expand(n, -1),
+            start_step=start,
+        )
+
     rows = []
     for name in ops:
         net = m.transformer.operating_point(points[name], attention="masked")
@@ -120,23 +136,8 @@ def from_sigma(checkpoint: Path, ops: list[str], sigmas: list[float], prompts: i
             start = int((grid[:-1] <= target + 1e-6).nonzero()[0]) if target < 1 else 0
             sigma = float(grid[start])
             xs = (1 - sigma) * x0 + sigma * noise
-            latents = torch.cat(
-                [
-                    sample(
-                        net,
-                        xs[i : i + 16],
-                        text[i : i + 16],
-                        pooled[i : i + 16],
-                        steps,
-                        sched.shift,
-                        guidance,
-                        u_text.expand(len(xs[i : i + 16]), -1, -1),
-                        u_pooled.expand(len(xs[i : i + 16]), -1),
-                        start_step=start,
-                    )
-                    for i in range(0, prompts, 16)
-                ]
-            )
+            batches = [slice(i, i + 16) for i in range(0, prompts, 16)]
+            latents = torch.cat([sample_from(net, xs[b], text[b], pooled[b], start) for b in batches])
             out = m.vae.decode(m.vae.unscale(latents))
             report = evaluate([to_uint8(out[j : j + 1]) for j in range(prompts)], texts)
             rows.append({"name": name, "sigma": sigma, "start_step": start, "score": report.accuracy})

@@ -8,7 +8,7 @@ XNNPACK operator, every delegate call and the method, each run). Runs alternate 
 swapped every iteration, so machine load hits both alike; the inputs are the same tensors. Reported per
 method: median and p10-p90 of each variant, the ratio on/off, the number of ETDump events per run, and the
 method time the ETDump itself records. Without --bundle, the demo checkpoint's heaviest and lightest operating
-points (r1_d6, r4_d2) and its decoder are exported to a temporary folder first (about 2-4 minutes here).
+points and its decoder are exported to a temporary folder first (about 2 minutes here).
 
 Target: profiling on costs <= 1.10x the plain run of the heaviest operating point (so a profile's per-op
 figures describe the timed runs); `elasticdit profile` keeps ETDump out of its timed runs either way.
@@ -30,7 +30,6 @@ from common import print_table
 from elasticdit.quiet import silence_library_noise
 
 TARGET_RATIO = 1.10
-DEMO_OPS = ["r1_d6", "r4_d2"]
 
 
 def percentile(xs: list[float], q: float) -> float:
@@ -40,10 +39,14 @@ def percentile(xs: list[float], q: float) -> float:
 
 
 def export_demo(out: Path) -> Path:
+    from elasticdit.checkpoint import load_checkpoint
     from elasticdit.demo_checkpoint import demo_checkpoint_path
     from elasticdit.exporter import ExportRequest, export_bundle
+    from elasticdit.operating_points import full_point, lightest_point
 
-    export_bundle(ExportRequest(demo_checkpoint_path(), "android", out, ops=DEMO_OPS, force=True, progress=False))
+    cfg = load_checkpoint(demo_checkpoint_path()).cfg
+    ops = [full_point(cfg).name, lightest_point(cfg).name]
+    export_bundle(ExportRequest(demo_checkpoint_path(), "android", out, ops=ops, force=True, progress=False))
     return out
 
 
@@ -88,7 +91,7 @@ def measure(bundle: Path, method: str, runs: int, warmup: int) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--bundle", type=Path, help="An Android bundle (default: export the demo's r1_d6, r4_d2).")
+    parser.add_argument("--bundle", type=Path, help="An Android bundle (default: the demo's heaviest and lightest).")
     parser.add_argument("--methods", help="Comma-separated methods (default: every denoise method + decode).")
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
