@@ -40,8 +40,7 @@ from elasticdit.demo.shapes import heldout_prompts, render  # noqa: E402
 from elasticdit.demo_checkpoint import demo_checkpoint_path  # noqa: E402
 from elasticdit.evaluation import PROMPT_SEED, binomial_std, evaluate_source  # noqa: E402
 from elasticdit.generation import CheckpointSource, noise_for, open_source, to_uint8  # noqa: E402
-from elasticdit.model.sampler import sample, shifted_sigmas  # noqa: E402
-from elasticdit.operating_points import operating_points  # noqa: E402
+from elasticdit.model.sampler import shifted_sigmas  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import print_table  # noqa: E402
@@ -100,45 +99,27 @@ def monotonicity(rows: list[dict]) -> dict:
 
 @torch.no_grad()
 def from_sigma(checkpoint: Path, ops: list[str], sigmas: list[float], prompts: int, steps, cfg) -> dict:
-    ck = load_checkpoint(checkpoint)
-    m, sched = ck.models(), ck.cfg.scheduler
-    steps, guidance = steps or sched.steps, sched.guidance_scale if cfg is None else cfg
-    grid = shifted_sigmas(steps, sched.shift)
+    source = CheckpointSource(checkpoint)
+    steps, guidance = source.settings(steps, cfg)
+    grid = shifted_sigmas(steps, source.shift)
+    vae = source.models.vae
     scenes = heldout_prompts(prompts, PROMPT_SEED)
     texts = [s.prompt for s in scenes]
-    images = torch.from_numpy(np.stack([render(s, ck.cfg.resolution[0]) for s in scenes])).permute(0, 3, 1, 2)
-    x0 = m.vae.scale(m.vae.encode(images.float() / 255.0))
+    images = torch.from_numpy(np.stack([render(s, source.resolution[0]) for s in scenes])).permute(0, 3, 1, 2)
+    x0 = vae.scale(vae.encode(images.float() / 255.0))
     noise = torch.cat([noise_for(i, (1, *x0.shape[1:])) for i in range(prompts)])
-    encoded = [m.encode_prompt(t) for t in texts]
-    text, pooled = torch.cat([e[0] for e in encoded]), torch.cat([e[1] for e in encoded])
-    u_text, u_pooled = m.encode_prompt("")
-    points = {p.name: p for p in operating_points(ck.cfg)}
-
-    def sample_from(net, x, t, p, start):
-        n = x.shape[0]
-        return sample(
-            net,
-            x,
-            t,
-            p,
-            steps,
-            sched.shift,
-            guidance,
-            u_text.expand(n, -1, -1),
-            u_pooled.expand(n, -1),
-            start_step=start,
-        )
-
     rows = []
     for name in ops:
-        net = m.transformer.operating_point(points[name], attention="masked")
         for target in sigmas:
             start = int((grid[:-1] <= target + 1e-6).nonzero()[0]) if target < 1 else 0
             sigma = float(grid[start])
             xs = (1 - sigma) * x0 + sigma * noise
-            batches = [slice(i, i + 16) for i in range(0, prompts, 16)]
-            latents = torch.cat([sample_from(net, xs[b], text[b], pooled[b], start) for b in batches])
-            out = m.vae.decode(m.vae.unscale(latents))
+            out = torch.cat(
+                [
+                    source.denoise(texts[i : i + 16], xs[i : i + 16], name, steps, guidance, start_step=start)
+                    for i in range(0, prompts, 16)
+                ]
+            )
             report = evaluate([to_uint8(out[j : j + 1]) for j in range(prompts)], texts)
             rows.append({"name": name, "sigma": sigma, "start_step": start, "score": report.accuracy})
     return {"steps": steps, "guidance": guidance, "prompts": prompts, "rows": rows}

@@ -150,17 +150,24 @@ class CheckpointSource(Source):
 
     @torch.no_grad()
     def _sample(self, prompts, seeds, name, steps, guidance, on_step=None) -> torch.Tensor:
-        m, cfg = self.models, self.cfg
+        cfg = self.cfg
+        lh, lw = cfg.latent_size()
+        noise = torch.cat([noise_for(s, (1, cfg.transformer.in_channels, lh, lw)) for s in seeds])
+        return self.denoise(prompts, noise, name, steps, guidance, on_step=on_step)
+
+    @torch.no_grad()
+    def denoise(self, prompts, latent, name, steps, guidance, start_step=0, on_step=None) -> torch.Tensor:
+        """Images [B, 3, H, W] in [0, 1]: `latent` (scaled, at the schedule's `start_step`-th sigma) sampled to
+        the end with point `name` and decoded."""
+        m = self.models
         encoded = [m.encode_prompt(p) for p in prompts]
         text = torch.cat([e[0] for e in encoded])
         pooled = torch.cat([e[1] for e in encoded])
         u_text, u_pooled = m.encode_prompt("")
         b = len(prompts)
-        lh, lw = cfg.latent_size()
-        noise = torch.cat([noise_for(s, (1, cfg.transformer.in_channels, lh, lw)) for s in seeds])
         latent = sample(
             self._net(name),
-            noise,
+            latent,
             text,
             pooled,
             steps,
@@ -169,6 +176,7 @@ class CheckpointSource(Source):
             u_text.expand(b, -1, -1),
             u_pooled.expand(b, -1),
             on_step=on_step,
+            start_step=start_step,
         )
         return m.vae.decode(m.vae.unscale(latent))
 
