@@ -3,20 +3,24 @@
 python scripts/continue_demo_training.py RUN_DIR --steps 2000 --every 500
 
 RUN_DIR holds a finished `python -m elasticdit.demo.train --seed 0` run (its `state.pt` and `latents.pt`) and is
-continued in place: copy it first to keep the original. The text encoder and ElasticDiT go on from the run's
-weights, optimizer state and EMA with a fresh learning-rate schedule (warmup, constant, decay over the last 30%);
-every `--every` steps the EMA weights are written to RUN_DIR/extra{STEP}.safetensors. This measures how the
-demo's score grows past the 60-minute training budget; its checkpoints are not the shipped demo.
+continued in place, with the run's own plan (scenes, batch sizes, learning rate): copy it first to keep the
+original. The text encoder and ElasticDiT go on from the run's weights, optimizer state and EMA with a fresh
+learning-rate schedule (warmup, constant, decay over the last 30%); every `--every` steps the EMA weights are
+written to RUN_DIR/extra{STEP}.safetensors. This measures how the demo's score grows past the 60-minute training
+budget; its checkpoints are not the shipped demo.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the training command sets it
+
+import torch
 
 from elasticdit.demo.train import STATE_FILE, Trainer, TrainPlan
 from elasticdit.presets import demo_config
@@ -29,17 +33,18 @@ class ContinuedRun(Trainer):
             self.write_checkpoint(self.out / f"extra{self.step}.safetensors")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", type=Path)
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--every", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0, help="the run's seed")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if not (args.run / STATE_FILE).is_file():
         print(f"error: {args.run / STATE_FILE} not found: not a training run directory", file=sys.stderr)
         return 1
-    plan = TrainPlan(minutes=None, dit_steps=args.steps, save_every=args.every)
+    saved = torch.load(args.run / STATE_FILE, weights_only=True, mmap=True)["plan"]  # the run's data and batches
+    plan = dataclasses.replace(TrainPlan(**saved), minutes=None, dit_steps=args.steps, save_every=args.every)
     run = ContinuedRun(args.run, demo_config(), plan, args.seed, log=lambda s: print(s, flush=True))
     run.load_state()
     if run.phase != "done":

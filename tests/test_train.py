@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -113,3 +115,36 @@ def test_command_line_writes_a_checkpoint(tmp_path, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "encoded=16 " in out and f"wrote {tmp_path / 'cli' / CHECKPOINT_FILE}" in out
     assert load_checkpoint(tmp_path / "cli" / CHECKPOINT_FILE).cfg.transformer == CFG.transformer
+
+
+def continue_script(monkeypatch):
+    """scripts/continue_demo_training.py as a module, training the tiny config instead of the demo's."""
+    path = Path(__file__).parents[1] / "scripts" / "continue_demo_training.py"
+    spec = importlib.util.spec_from_file_location("continue_demo_training", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "demo_config", lambda: CFG)
+    return module
+
+
+def test_continue_script_trains_a_finished_run_on(tmp_path, monkeypatch, capsys):
+    script = continue_script(monkeypatch)
+    plan = dataclasses.replace(PLAN, dit_steps=4)
+    train(tmp_path / "run", CFG, plan, seed=3, log=lambda s: None)
+    before = load_checkpoint(tmp_path / "run" / CHECKPOINT_FILE)
+    assert script.main([str(tmp_path / "run"), "--steps", "4", "--every", "2", "--seed", "3"]) == 0
+    for step in (2, 4):
+        after = load_checkpoint(tmp_path / "run" / f"extra{step}.safetensors")
+        assert after.cfg == before.cfg
+    weights = before.models().transformer.state_dict()
+    moved = after.models().transformer.state_dict()
+    assert any(not torch.equal(weights[k], moved[k]) for k in weights)  # it trained on
+
+
+def test_continue_script_refuses_what_it_cannot_continue(tmp_path, monkeypatch, capsys):
+    script = continue_script(monkeypatch)
+    assert script.main([str(tmp_path / "empty")]) == 1
+    assert "state.pt not found: not a training run directory" in capsys.readouterr().err
+    Trainer(tmp_path / "started", CFG, PLAN, seed=0, log=lambda s: None).save_state()  # phase "vae"
+    assert script.main([str(tmp_path / "started")]) == 1
+    assert "has not finished training (phase vae); resume it instead" in capsys.readouterr().err
