@@ -12,10 +12,20 @@ import torch
 import torch.nn.functional as F
 
 from elasticdit.checkpoint import load_checkpoint
-from elasticdit.demo.train import CHECKPOINT_FILE, LOG_FILE, STATE_FILE, Trainer, TrainPlan, main, train
+from elasticdit.demo.train import (
+    CHECKPOINT_FILE,
+    LOG_FILE,
+    STATE_FILE,
+    Trainer,
+    TrainPlan,
+    init_vae_haar,
+    main,
+    train,
+)
+from elasticdit.model.pipeline import build_models
 from elasticdit.model.sampler import training_pair
 from elasticdit.operating_points import full_point
-from elasticdit.presets import tiny_config
+from elasticdit.presets import demo_config, tiny_config
 
 CFG = tiny_config(text_encoder=True)
 PLAN = TrainPlan(
@@ -32,6 +42,22 @@ PLAN = TrainPlan(
     log_every=1,
     dtype="float32",
 )
+
+
+@pytest.mark.parametrize("cfg", [demo_config(), CFG], ids=["demo-f4", "tiny-f8"])
+def test_vae_starts_as_a_block_mean_codec(cfg):
+    """Before training, latent channels 0-2 hold the R, G, B block means (+1) and the decoder paints them back."""
+    models = build_models(cfg)
+    init_vae_haar(models.vae)
+    f = cfg.vae.downsample
+    image = torch.rand(2, 3, 4 * f, 4 * f)
+    with torch.no_grad():
+        latent = models.vae.encode(image)
+        means = F.avg_pool2d(image * 2 - 1, f)
+        torch.testing.assert_close(latent[:, :3], means + 1, atol=1e-5, rtol=0)
+        latent[:, 3:] = 0  # the detail channels (if any) start random
+        decoded = models.vae.decode(latent)
+    torch.testing.assert_close(decoded, F.interpolate(means * 0.5 + 0.5, scale_factor=f), atol=1e-5, rtol=0)
 
 
 class Crash(Exception):
