@@ -174,3 +174,25 @@ def test_continue_script_refuses_what_it_cannot_continue(tmp_path, monkeypatch, 
     Trainer(tmp_path / "started", CFG, PLAN, seed=0, log=lambda s: None).save_state()  # phase "vae"
     assert script.main([str(tmp_path / "started")]) == 1
     assert "has not finished training (phase vae); resume it instead" in capsys.readouterr().err
+
+
+def variant_script(monkeypatch):
+    """scripts/train_demo_variant.py as a module, varying the tiny config instead of the demo's."""
+    path = Path(__file__).parents[1] / "scripts" / "train_demo_variant.py"
+    spec = importlib.util.spec_from_file_location("train_demo_variant", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "demo_config", lambda: CFG)
+    return module
+
+
+def test_variant_script_trains_the_named_design(tmp_path, monkeypatch, capsys):
+    script = variant_script(monkeypatch)
+    args = ["--out", str(tmp_path / "v"), "--latent-channels", "3", "--patch", "1", "--steps", "2", "2"]
+    assert script.main([*args, "--scenes", "16"]) == 0
+    cfg = load_checkpoint(tmp_path / "v" / CHECKPOINT_FILE).cfg
+    assert (cfg.vae.latent_channels, cfg.transformer.in_channels, cfg.transformer.patch_size) == (3, 3, 1)
+    assert cfg.ssba == CFG.ssba and cfg.elastic == CFG.elastic
+    assert script.main(["--out", str(tmp_path / "bad"), "--patch", "3"]) == 1  # 128 px / f8 = 16 cells: no patch 3
+    assert capsys.readouterr().err.startswith("error: ")
+    assert not (tmp_path / "bad").exists()
