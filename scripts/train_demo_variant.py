@@ -4,7 +4,8 @@ python scripts/train_demo_variant.py --out DIR --latent-channels 3 --patch 4 --t
 python scripts/train_demo_variant.py --out DIR --latent-channels 3 --steps 400 1500
 
 Everything else is `python -m elasticdit.demo.train` with `presets.demo_config()` (same data, recipe, sandwich
-rule and time budget); only the named fields change. Score the result with `elasticdit eval DIR/demo.safetensors`.
+rule and time budget, and the same options: --out, --minutes, --steps, --resume, ...); only the named fields
+change. Score the result with `elasticdit eval DIR/demo.safetensors`.
 Its checkpoints are not the shipped demo (benchmarks/RESULTS.md, "Other demo designs tried").
 """
 
@@ -14,12 +15,11 @@ import argparse
 import dataclasses
 import os
 import sys
-from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the training command sets it
 
 from elasticdit.config import ModelConfig, check_resolution, validate_config
-from elasticdit.demo.train import TrainPlan, train
+from elasticdit.demo.train import main as train_command
 from elasticdit.errors import ConfigError
 from elasticdit.presets import demo_config
 
@@ -27,10 +27,8 @@ from elasticdit.presets import demo_config
 def variant(base: ModelConfig, latent_channels: int | None, patch: int | None, tile: int | None) -> ModelConfig:
     t, v, s = base.transformer, base.vae, base.ssba
     if latent_channels is not None:
-        t, v = (
-            dataclasses.replace(t, in_channels=latent_channels),
-            dataclasses.replace(v, latent_channels=latent_channels),
-        )
+        t = dataclasses.replace(t, in_channels=latent_channels)
+        v = dataclasses.replace(v, latent_channels=latent_channels)
     if patch is not None:
         t = dataclasses.replace(t, patch_size=patch)
     if tile is not None:
@@ -42,27 +40,21 @@ def variant(base: ModelConfig, latent_channels: int | None, patch: int | None, t
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, required=True)
+    parser = argparse.ArgumentParser(
+        description=__doc__,
+        epilog="Every other option is the training command's: python -m elasticdit.demo.train --help.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--latent-channels", type=int, help="T-DVAE latent channels (demo: 16)")
     parser.add_argument("--patch", type=int, help="base patch size (demo: 2)")
     parser.add_argument("--tile", type=int, help="SSBA tile in tokens (demo: 4)")
-    parser.add_argument("--minutes", type=float, default=TrainPlan.minutes)
-    parser.add_argument("--steps", type=int, nargs=2, metavar=("VAE", "DIT"), help="fixed step counts")
-    parser.add_argument("--scenes", type=int, default=TrainPlan.scenes)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    args, training_args = parser.parse_known_args(argv)
     try:
         cfg = variant(demo_config(), args.latent_channels, args.patch, args.tile)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    plan = TrainPlan(minutes=args.minutes, scenes=args.scenes)
-    if args.steps:
-        plan = dataclasses.replace(plan, minutes=None, vae_steps=args.steps[0], dit_steps=args.steps[1])
-    path = train(args.out, cfg, plan, seed=args.seed, log=lambda s: print(s, flush=True))
-    print(f"wrote {path}", flush=True)
-    return 0
+    return train_command(training_args, cfg)
 
 
 if __name__ == "__main__":

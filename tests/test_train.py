@@ -143,10 +143,10 @@ def test_command_line_writes_a_checkpoint(tmp_path, capsys, monkeypatch):
     assert load_checkpoint(tmp_path / "cli" / CHECKPOINT_FILE).cfg.transformer == CFG.transformer
 
 
-def continue_script(monkeypatch):
-    """scripts/continue_demo_training.py as a module, training the tiny config instead of the demo's."""
-    path = Path(__file__).parents[1] / "scripts" / "continue_demo_training.py"
-    spec = importlib.util.spec_from_file_location("continue_demo_training", path)
+def script_on_tiny_config(monkeypatch, name: str):
+    """scripts/NAME.py as a module, with the tiny config in place of the demo's."""
+    path = Path(__file__).parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     monkeypatch.setattr(module, "demo_config", lambda: CFG)
@@ -154,7 +154,7 @@ def continue_script(monkeypatch):
 
 
 def test_continue_script_trains_a_finished_run_on(tmp_path, monkeypatch, capsys):
-    script = continue_script(monkeypatch)
+    script = script_on_tiny_config(monkeypatch, "continue_demo_training")
     plan = dataclasses.replace(PLAN, dit_steps=4)
     train(tmp_path / "run", CFG, plan, seed=3, log=lambda s: None)
     before = load_checkpoint(tmp_path / "run" / CHECKPOINT_FILE)
@@ -168,7 +168,7 @@ def test_continue_script_trains_a_finished_run_on(tmp_path, monkeypatch, capsys)
 
 
 def test_continue_script_refuses_what_it_cannot_continue(tmp_path, monkeypatch, capsys):
-    script = continue_script(monkeypatch)
+    script = script_on_tiny_config(monkeypatch, "continue_demo_training")
     assert script.main([str(tmp_path / "empty")]) == 1
     assert "state.pt not found: not a training run directory" in capsys.readouterr().err
     Trainer(tmp_path / "started", CFG, PLAN, seed=0, log=lambda s: None).save_state()  # phase "vae"
@@ -176,18 +176,8 @@ def test_continue_script_refuses_what_it_cannot_continue(tmp_path, monkeypatch, 
     assert "has not finished training (phase vae); resume it instead" in capsys.readouterr().err
 
 
-def variant_script(monkeypatch):
-    """scripts/train_demo_variant.py as a module, varying the tiny config instead of the demo's."""
-    path = Path(__file__).parents[1] / "scripts" / "train_demo_variant.py"
-    spec = importlib.util.spec_from_file_location("train_demo_variant", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    monkeypatch.setattr(module, "demo_config", lambda: CFG)
-    return module
-
-
 def test_variant_script_trains_the_named_design(tmp_path, monkeypatch, capsys):
-    script = variant_script(monkeypatch)
+    script = script_on_tiny_config(monkeypatch, "train_demo_variant")
     args = ["--out", str(tmp_path / "v"), "--latent-channels", "3", "--patch", "1", "--steps", "2", "2"]
     assert script.main([*args, "--scenes", "16"]) == 0
     cfg = load_checkpoint(tmp_path / "v" / CHECKPOINT_FILE).cfg

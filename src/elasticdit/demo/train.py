@@ -545,7 +545,8 @@ def train(
     return trainer.run(resume)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, cfg: ModelConfig | None = None) -> int:
+    """The training command; `cfg` (default `presets.demo_config()`) is the design trained."""
     if "OMP_WAIT_POLICY" not in os.environ and argv is None:
         # Sleeping (not spinning) OpenMP workers: on a CPU shared with other jobs, spinning threads wait for
         # descheduled ones and a step runs several times slower. It must be set before torch loads OpenMP.
@@ -573,7 +574,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = TrainPlan(minutes=args.minutes, scenes=args.scenes, threads=args.threads, loss_balance=args.loss_balance)
     if args.steps:
         plan = dataclasses.replace(plan, minutes=None, vae_steps=args.steps[0], dit_steps=args.steps[1])
-    path = train(args.out, plan=plan, seed=args.seed, resume=args.resume, log=lambda s: print(s, flush=True))
+    path = train(args.out, cfg, plan, seed=args.seed, resume=args.resume, log=lambda s: print(s, flush=True))
     print(f"wrote {path}", flush=True)
     return 0
 
