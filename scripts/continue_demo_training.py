@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.run / STATE_FILE} not found: not a training run directory", file=sys.stderr)
         return 1
     saved = torch.load(args.run / STATE_FILE, weights_only=True, mmap=True)["plan"]  # the run's data and batches
+    saved = {"layout": "free"} | saved  # runs saved before the layout field trained on free layouts
     plan = dataclasses.replace(TrainPlan(**saved), minutes=None, dit_steps=args.steps, save_every=args.every)
     run = ContinuedRun(args.run, demo_config(), plan, args.seed, log=lambda s: print(s, flush=True))
     run.load_state()

@@ -40,6 +40,7 @@ from elasticdit.demo.shapes import (
     parse_prompt,
     render,
     sample_scene,
+    training_scenes,
 )
 
 SIZES = (64, 128, 256)
@@ -72,6 +73,12 @@ def _assert_accurate(report: Report, label: str) -> None:
 def test_ground_truth_renders_pass(ground_truth):
     size, scenes, images = ground_truth
     _assert_accurate(evaluate(images, [s.prompt for s in scenes]), f"clean {size}px")
+
+
+def test_slot_layout_renders_pass():
+    """The demo trains on canonical slot layouts; the scorer must accept those arrangements too."""
+    scenes = training_scenes(200, seed=3, layout="slots")
+    _assert_accurate(evaluate([render(s, 128) for s in scenes], [s.prompt for s in scenes]), "slots 128px")
 
 
 def test_blurred_noisy_ground_truth_renders_pass(ground_truth):

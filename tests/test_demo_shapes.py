@@ -17,11 +17,13 @@ from elasticdit.demo.shapes import (
     EDGE_MARGIN,
     GAP,
     KINDS,
+    LAYOUTS,
     MAX_SIZE,
     MIN_SIZE,
     PALETTE,
     REGIONS,
     RELATIONS,
+    SLOT_JITTER,
     ObjectSpec,
     PromptSpec,
     Scene,
@@ -147,10 +149,10 @@ def _box(shape: Shape) -> tuple[float, float, float, float]:
     return shape.cx - half, shape.cy - half, shape.cx + half, shape.cy + half
 
 
-@settings(max_examples=200)
-@given(seeds, st.sampled_from(CATEGORIES))
-def test_sampled_scenes_match_their_prompt_and_keep_shapes_apart(seed: int, category: str):
-    scene = sample_scene(np.random.default_rng(seed), category)
+@settings(max_examples=300)
+@given(seeds, st.sampled_from(CATEGORIES), st.sampled_from(LAYOUTS))
+def test_sampled_scenes_match_their_prompt_and_keep_shapes_apart(seed: int, category: str, layout: str):
+    scene = sample_scene(np.random.default_rng(seed), category, layout)
     spec = parse_prompt(scene.prompt)
     assert scene.category == spec.category == category
     wanted = Counter({(o.colour, o.kind): o.count for o in spec.objects})
@@ -206,6 +208,39 @@ def _assert_clearly_in_region(shape: Shape, region: str) -> None:
         "centre": ("middle", "middle"),
     }[region]
     assert (third(shape.cx), third(shape.cy)) == expected, f"{shape} is not clearly {region}"
+
+
+def _arrangement(scenes: list[Scene]) -> np.ndarray:
+    """(scene, shape, [cx, cy, size]) of scenes with one prompt, shapes in the scene's order."""
+    return np.array([[(s.cx, s.cy, s.size) for s in scene.shapes] for scene in scenes])
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    ["a red circle", "three blue squares", "a green triangle below a red square", "a cyan square on the right"],
+)
+def test_slots_give_each_prompt_one_arrangement_and_free_layouts_do_not(prompt: str):
+    def scenes(layout: str) -> list[Scene]:
+        drawn = (
+            sample_scene(np.random.default_rng(seed), parse_prompt(prompt).category, layout) for seed in range(4000)
+        )
+        return [scene for scene in drawn if scene.prompt == prompt][:12]
+
+    slots, free = _arrangement(scenes("slots")), _arrangement(scenes("free"))
+    assert len(slots) >= 2 and len(free) >= 2
+    spread = slots[:, :, :2].max(axis=0) - slots[:, :, :2].min(axis=0)
+    assert spread.max() <= 2 * SLOT_JITTER + 1e-9, f"slot places spread {spread.max():.3f}"
+    free_spread = free[:, :, :2].max(axis=0) - free[:, :, :2].min(axis=0)
+    assert free_spread.max() > 4 * SLOT_JITTER
+    if parse_prompt(prompt).relation == "below":  # the first-named shape is the lower one
+        assert (slots[:, 0, 1] > slots[:, 1, 1]).all()
+
+
+def test_unknown_layout_is_refused():
+    with pytest.raises(ValueError, match="unknown layout 'grid'"):
+        sample_scene(np.random.default_rng(0), "counting", "grid")
+    with pytest.raises(ValueError, match="unknown layout"):
+        training_scenes(3, 0, "grid")
 
 
 def test_sample_scene_covers_the_grammar_and_rejects_unknown_categories():

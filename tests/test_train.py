@@ -135,6 +135,16 @@ def test_resume_refuses_another_seed(tmp_path):
         train(tmp_path / "c", CFG, plan, seed=2, resume=True, log=lambda s: None)
 
 
+def test_resume_refuses_another_layout(tmp_path):
+    plan = dataclasses.replace(PLAN, vae_steps=4, dit_steps=0, layout="free")
+    train(tmp_path / "d", CFG, plan, seed=1, log=lambda s: None)
+    with pytest.raises(ValueError, match="trained on 'free' layouts; not resuming"):
+        train(tmp_path / "d", CFG, dataclasses.replace(plan, layout="slots"), seed=1, resume=True, log=lambda s: None)
+    trainer = Trainer(tmp_path / "d", CFG, dataclasses.replace(plan, layout="slots"), seed=1, log=lambda s: None)
+    with pytest.raises(ValueError, match="belongs to another run"):
+        trainer.load_latents()  # the cached latents are of the free-layout scenes
+
+
 def test_command_line_writes_a_checkpoint(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("elasticdit.presets.demo_config", lambda: CFG)
     assert main(["--out", str(tmp_path / "cli"), "--steps", "2", "2", "--scenes", "16", "--seed", "4"]) == 0

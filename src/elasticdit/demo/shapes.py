@@ -10,7 +10,9 @@ carries a prompt from a small grammar with one of five categories:
 - ``absolute_position``: "a yellow square on the left" ("on the right", "at the top", "at the bottom",
   "in the centre")
 
-The scene holds exactly the objects its prompt names (no distractors). Coordinates are normalised to [0, 1]
+The scene holds exactly the objects its prompt names (no distractors). Layouts are ``"free"`` (any size and place
+the prompt allows; held-out scenes always) or ``"slots"`` (the prompt's one canonical arrangement, slightly
+jittered; the demo's training scenes, see docs/demo.md). Coordinates are normalised to [0, 1]
 with y pointing down; ``Shape.cx, cy`` is the centre of the shape's bounding box and ``size`` its side
 (every shape fits a square box: the triangle's base and height both equal ``size``).
 
@@ -60,6 +62,11 @@ EDGE_MARGIN = 0.04  # gap between a shape's box and the image border
 GAP = 0.06  # gap between the boxes of two shapes (along x or y)
 REGION_MARGIN = 0.06  # absolute position: box centre at least this far inside its third
 RELATION_SLOPE = 0.5  # relative position: |offset on the other axis| <= slope * |offset on the named axis|
+# The "slots" layout (the demo's training scenes): every prompt has one canonical arrangement, jittered a little.
+LAYOUTS = ("free", "slots")
+SLOT_SIZE, SLOT_SIZE_OF_THREE = (0.26, 0.30), (0.18, 0.22)
+SLOT_ROW = {1: (0.5,), 2: (0.27, 0.73), 3: (0.19, 0.5, 0.81)}  # centres of a row of 1-3 shapes
+SLOT_JITTER = 0.02
 SUPERSAMPLE = 4
 MIN_RENDER_SIZE = 64
 TRAIN_STREAM, HELDOUT_STREAM = 0, 1
@@ -200,14 +207,27 @@ def _parse_object(words: list[str], i: int, prompt: str) -> tuple[ObjectSpec, in
 # ---------------------------------------------------------------------------------------------- sampler
 
 
-def sample_scene(rng: np.random.Generator, category: str | None = None) -> Scene:
-    """A scene of ``category`` (uniform over CATEGORIES when None), laid out consistently with its prompt."""
+def sample_scene(rng: np.random.Generator, category: str | None = None, layout: str = "free") -> Scene:
+    """A scene of ``category`` (uniform over CATEGORIES when None), laid out consistently with its prompt.
+
+    ``layout="free"``: sizes and places drawn anywhere the prompt allows. ``layout="slots"``: the prompt's one
+    canonical arrangement (one shape in the centre or its region's middle; two or three in a row, left to right in
+    the prompt's order, or top to bottom for "above"/"below"), every size and coordinate jittered by at most
+    SLOT_JITTER. Both satisfy the same constraints, so the scorer passes either.
+    """
     if category is None:
         category = CATEGORIES[int(rng.integers(len(CATEGORIES)))]
     if category not in CATEGORIES:
         raise ValueError(f"unknown category {category!r}; expected one of {CATEGORIES}")
+    check_layout(layout)
     spec = _sample_spec(rng, category)
-    return Scene(_place(rng, spec), spec.prompt, category)
+    place = _place_in_slots if layout == "slots" else _place
+    return Scene(place(rng, spec), spec.prompt, category)
+
+
+def check_layout(layout: str) -> None:
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
 
 
 def _sample_group(rng: np.random.Generator) -> tuple[str, str]:
@@ -249,24 +269,70 @@ def _place(rng: np.random.Generator, spec: PromptSpec) -> tuple[Shape, ...]:
     raise RuntimeError(f"could not lay out {spec.prompt!r} in {_MAX_TRIES} tries")  # pragma: no cover
 
 
+def _place_in_slots(rng: np.random.Generator, spec: PromptSpec) -> tuple[Shape, ...]:
+    groups = [(o.colour, o.kind) for o in spec.objects for _ in range(o.count)]
+    if spec.relation in ("right of", "below"):
+        groups.reverse()  # the row runs left to right / top to bottom
+    vertical = spec.relation in ("above", "below")
+    low, high = SLOT_SIZE_OF_THREE if len(groups) == 3 else SLOT_SIZE
+    for _ in range(_MAX_TRIES):
+        sizes = [float(rng.uniform(low, high)) for _ in groups]
+        if spec.region is not None:
+            x_range, y_range = _region_ranges(spec.region, sizes[0])
+            centres = [(sum(x_range) / 2, sum(y_range) / 2)]
+        else:
+            row = SLOT_ROW[len(groups)]
+            centres = [(0.5, c) if vertical else (c, 0.5) for c in row]
+        shapes = tuple(
+            Shape(kind, colour, x + _jitter(rng), y + _jitter(rng), s)
+            for (colour, kind), (x, y), s in zip(groups, centres, sizes, strict=True)
+        )
+        if spec.relation in ("right of", "below"):
+            shapes = shapes[::-1]
+        if _separated(shapes) and _inside(shapes) and _satisfies(shapes, spec):
+            return shapes
+    raise RuntimeError(f"could not lay out {spec.prompt!r} in {_MAX_TRIES} tries")  # pragma: no cover
+
+
+def _jitter(rng: np.random.Generator) -> float:
+    return float(rng.uniform(-SLOT_JITTER, SLOT_JITTER))
+
+
+def _inside(shapes: tuple[Shape, ...]) -> bool:
+    return all(s.size / 2 + EDGE_MARGIN <= c <= 1 - s.size / 2 - EDGE_MARGIN for s in shapes for c in (s.cx, s.cy))
+
+
+def _satisfies(shapes: tuple[Shape, ...], spec: PromptSpec) -> bool:
+    if spec.relation is not None:
+        return _clear_relation(*shapes, spec.relation)
+    if spec.region is not None:
+        x_range, y_range = _region_ranges(spec.region, shapes[0].size)
+        return x_range[0] <= shapes[0].cx <= x_range[1] and y_range[0] <= shapes[0].cy <= y_range[1]
+    return True
+
+
 def _free_coord(rng: np.random.Generator, size: float) -> float:
     return float(rng.uniform(size / 2 + EDGE_MARGIN, 1 - size / 2 - EDGE_MARGIN))
 
 
 def _region_centre(rng: np.random.Generator, region: str, size: float) -> tuple[float, float]:
+    x_range, y_range = _region_ranges(region, size)
+    return float(rng.uniform(*x_range)), float(rng.uniform(*y_range))
+
+
+def _region_ranges(region: str, size: float) -> tuple[tuple[float, float], tuple[float, float]]:
     """Box centre well inside the named third; the other coordinate in the middle band, so e.g. "on the left"
     is never also "at the top"."""
     low = (size / 2 + EDGE_MARGIN, 1 / 3 - REGION_MARGIN)
     high = (2 / 3 + REGION_MARGIN, 1 - size / 2 - EDGE_MARGIN)
     middle = (0.5 - (1 / 6 - REGION_MARGIN), 0.5 + (1 / 6 - REGION_MARGIN))
-    x_range, y_range = {
+    return {
         "left": (low, middle),
         "right": (high, middle),
         "top": (middle, low),
         "bottom": (middle, high),
         "centre": (middle, middle),
     }[region]
-    return float(rng.uniform(*x_range)), float(rng.uniform(*y_range))
 
 
 def _separated(shapes: tuple[Shape, ...]) -> bool:
@@ -321,14 +387,14 @@ def _stream(seed: int, stream: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(stream,)))
 
 
-def _scenes(n: int, rng: np.random.Generator) -> list[Scene]:
+def _scenes(n: int, rng: np.random.Generator, layout: str = "free") -> list[Scene]:
     # Categories cycle in CATEGORIES order, so any n gives balanced categories (and prefixes are stable).
-    return [sample_scene(rng, CATEGORIES[i % len(CATEGORIES)]) for i in range(n)]
+    return [sample_scene(rng, CATEGORIES[i % len(CATEGORIES)], layout) for i in range(n)]
 
 
-def training_scenes(n: int, seed: int) -> list[Scene]:
+def training_scenes(n: int, seed: int, layout: str = "free") -> list[Scene]:
     """The first n training scenes of ``seed`` (stream TRAIN_STREAM); a prefix of any longer call."""
-    return _scenes(n, _stream(seed, TRAIN_STREAM))
+    return _scenes(n, _stream(seed, TRAIN_STREAM), layout)
 
 
 def dataset(n: int, seed: int, size: int) -> list[tuple[np.ndarray, Scene]]:

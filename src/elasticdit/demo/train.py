@@ -43,7 +43,7 @@ from ..model.pipeline import Models, build_models
 from ..model.sampler import training_pair
 from ..model.text_encoder import tokenize
 from ..operating_points import OperatingPoint, full_point, lightest_point, operating_points
-from .shapes import render, training_scenes
+from .shapes import LAYOUTS, render, training_scenes
 
 STATE_FILE = "state.pt"
 LATENTS_FILE = "latents.pt"
@@ -59,6 +59,9 @@ class TrainPlan:
     vae_steps: int = 400
     dit_steps: int = 1500
     scenes: int = 12000
+    # training scenes' layout (shapes.LAYOUTS): "slots" gives each prompt one canonical arrangement, so the DiT
+    # need not learn to decide a free layout from strong noise, which a 55-minute CPU run could not (docs/demo.md)
+    layout: str = "slots"
     vae_batch: int = 32
     vae_crop: int = 64  # px; the T-DVAE is fully convolutional, so it trains on crops
     vae_lr: float = 2e-3
@@ -329,6 +332,10 @@ class Trainer:
         state = torch.load(self.out / STATE_FILE, weights_only=True)
         if state["config"] != self.cfg.to_json() or state["seed"] != self.seed:
             raise ValueError(f"{self.out / STATE_FILE} was saved for another config or seed; not resuming")
+        if state["plan"].get("layout", "free") != self.plan.layout:
+            raise ValueError(
+                f"{self.out / STATE_FILE} trained on {state['plan'].get('layout', 'free')!r} layouts; not resuming"
+            )
         for prefix, module in self.models.parts().items():  # copy into the live parameters (optimizers hold them)
             module.load_state_dict(
                 {k[len(prefix) + 1 :]: v for k, v in state["models"].items() if k.startswith(prefix + ".")}
@@ -347,7 +354,7 @@ class Trainer:
     # ---- data
 
     def scenes(self) -> list:
-        return training_scenes(self.plan.scenes, self.seed)
+        return training_scenes(self.plan.scenes, self.seed, self.plan.layout)
 
     def images(self) -> torch.Tensor:
         if self._images is None:
@@ -421,13 +428,15 @@ class Trainer:
                 "train_psnr": psnr(recon, to_unit(held)),
             }
         )
-        torch.save({"latents": latents, "seed": self.seed, "scenes": len(latents)}, self.out / LATENTS_FILE)
+        saved = {"latents": latents, "seed": self.seed, "scenes": len(latents), "layout": self.plan.layout}
+        torch.save(saved, self.out / LATENTS_FILE)
         self.latents = latents
 
     def load_latents(self) -> torch.Tensor:
         if self.latents is None:
             saved = torch.load(self.out / LATENTS_FILE, weights_only=True)
-            if saved["seed"] != self.seed or saved["scenes"] != self.plan.scenes:
+            run = (saved["seed"], saved["scenes"], saved.get("layout", "free"))
+            if run != (self.seed, self.plan.scenes, self.plan.layout):
                 raise ValueError(f"{self.out / LATENTS_FILE} belongs to another run")
             self.latents = saved["latents"]
         return self.latents
@@ -565,13 +574,22 @@ def main(argv: list[str] | None = None, cfg: ModelConfig | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scenes", type=int, default=TrainPlan.scenes, help="training scenes rendered")
+    parser.add_argument(
+        "--layout", choices=LAYOUTS, default=TrainPlan.layout, help="training scenes: canonical slots or free places"
+    )
     parser.add_argument("--threads", type=int, default=TrainPlan.threads)
     parser.add_argument("--resume", action="store_true", help="continue from OUT/state.pt")
     parser.add_argument(
         "--loss-balance", choices=["sum", "log"], default=TrainPlan.loss_balance, help="how the sandwich's losses add"
     )
     args = parser.parse_args(argv)
-    plan = TrainPlan(minutes=args.minutes, scenes=args.scenes, threads=args.threads, loss_balance=args.loss_balance)
+    plan = TrainPlan(
+        minutes=args.minutes,
+        scenes=args.scenes,
+        layout=args.layout,
+        threads=args.threads,
+        loss_balance=args.loss_balance,
+    )
     if args.steps:
         plan = dataclasses.replace(plan, minutes=None, vae_steps=args.steps[0], dit_steps=args.steps[1])
     path = train(args.out, cfg, plan, seed=args.seed, resume=args.resume, log=lambda s: print(s, flush=True))
