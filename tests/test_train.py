@@ -135,6 +135,22 @@ def test_resume_refuses_another_seed(tmp_path):
         train(tmp_path / "c", CFG, plan, seed=2, resume=True, log=lambda s: None)
 
 
+@pytest.mark.parametrize("sandwich", ["three", "ratios"])
+def test_sandwich_trains_full_lightest_and_for_ratios_every_middle_ratio(tmp_path, sandwich):
+    cfg = dataclasses.replace(CFG, elastic=dataclasses.replace(CFG.elastic, compression_ratios=(1, 2, 4)))
+    plan = dataclasses.replace(PLAN, vae_steps=2, dit_steps=8, sandwich=sandwich)
+    train(tmp_path / sandwich, cfg, plan, seed=2, log=lambda s: None)
+    steps = [{k[5:] for k in r if k.startswith("loss_")} for r in records(tmp_path / sandwich) if r["phase"] == "dit"]
+    steps = [names for names in steps if names]
+    assert len(steps) == plan.dit_steps
+    assert all({"r1_d4", "r4_d2"} <= names for names in steps)  # the full and the lightest point, every step
+    middle = [sum(name.startswith("r2_") for name in names) for names in steps]
+    if sandwich == "ratios":
+        assert all(len(names) == 4 for names in steps) and middle == [1] * len(steps)
+    else:
+        assert all(len(names) == 3 for names in steps) and max(middle) <= 1
+
+
 def test_resume_refuses_another_layout(tmp_path):
     plan = dataclasses.replace(PLAN, vae_steps=4, dit_steps=0, layout="free")
     train(tmp_path / "d", CFG, plan, seed=1, log=lambda s: None)

@@ -78,6 +78,10 @@ class TrainPlan:
     # "sum": the sandwich's losses summed; "log": their logs summed, so each point's gradient is relative to its
     # own loss and the coarse ratios (whose loss stays several times higher) do not drown the full point's
     loss_balance: str = "sum"
+    # "three": the sandwich rule (full, lightest, one other at random); "ratios": also, every step, one random point
+    # of each compression ratio that neither the full nor the lightest point has (their shared projections otherwise
+    # train only when the random pick lands on them)
+    sandwich: str = "three"
     save_every: int = 50
     log_every: int = 10
     threads: int = 2
@@ -457,7 +461,10 @@ class Trainer:
         empty = torch.tensor(tokenize("", self.cfg.text_encoder.vocab, self.cfg.transformer.text_len))
         points = operating_points(self.cfg)
         full, light = full_point(self.cfg), lightest_point(self.cfg)
-        others = [q for q in points if q not in (full, light)] or [full]
+        uncovered = sorted({q.ratio for q in points} - {full.ratio, light.ratio}) if p.sandwich == "ratios" else []
+        per_ratio = [[q for q in points if q.ratio == r] for r in uncovered]
+        others = [q for q in points if q not in (full, light) and q.ratio not in {g[0].ratio for g in per_ratio}]
+        others = others or [full]
         nets = {q.name: training_net(m, q) for q in points}
         m.transformer.train()
         m.text_encoder.train()
@@ -474,11 +481,11 @@ class Trainer:
             x0, tokens = x_all[idx], tokens_all[idx].clone()
             drop = torch.rand(p.dit_batch, generator=self.generator) < p.cfg_dropout
             tokens[drop] = empty
-            other = others[int(torch.randint(len(others), (1,), generator=self.generator))]
+            picks = [g[int(torch.randint(len(g), (1,), generator=self.generator))] for g in (*per_ratio, others)]
             losses = {}
             with self.autocast():
                 text, pooled = m.text_encoder(tokens)
-                for point in (full, light, other):
+                for point in (full, light, *picks):
                     sigma = sample_sigmas(p.dit_batch, self.generator, p.sigma_shift)
                     noise = torch.randn(x0.shape, generator=self.generator)
                     xt, target = training_pair(x0, noise, sigma)
@@ -577,6 +584,12 @@ def main(argv: list[str] | None = None, cfg: ModelConfig | None = None) -> int:
     parser.add_argument(
         "--layout", choices=LAYOUTS, default=TrainPlan.layout, help="training scenes: canonical slots or free places"
     )
+    parser.add_argument(
+        "--sandwich",
+        choices=["three", "ratios"],
+        default=TrainPlan.sandwich,
+        help="points per step: full + lightest + one random ('three'), or also one of every other ratio ('ratios')",
+    )
     parser.add_argument("--threads", type=int, default=TrainPlan.threads)
     parser.add_argument("--resume", action="store_true", help="continue from OUT/state.pt")
     parser.add_argument(
@@ -589,6 +602,7 @@ def main(argv: list[str] | None = None, cfg: ModelConfig | None = None) -> int:
         layout=args.layout,
         threads=args.threads,
         loss_balance=args.loss_balance,
+        sandwich=args.sandwich,
     )
     if args.steps:
         plan = dataclasses.replace(plan, minutes=None, vae_steps=args.steps[0], dit_steps=args.steps[1])
