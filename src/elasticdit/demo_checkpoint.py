@@ -1,8 +1,8 @@
 """The demo checkpoint shipped inside the package, so every command runs on a fresh install.
 
-`data/demo.safetensors` is a trained ElasticDiT (`demo_config()`: 128 px flat-shape scenes, 9 operating points,
-SSBA, T-DVAE with encoder, text encoder), made by `python -m elasticdit.demo.train --out DIR --minutes 55
---seed 0` on 2 CPU cores and copied from DIR/demo.safetensors (see docs/demo.md and
+`data/demo.safetensors` is a trained ElasticDiT (`demo_config()`: 128 px flat-shape scenes in slot layouts,
+9 operating points, SSBA, T-DVAE with encoder, text encoder), made by `python -m elasticdit.demo.train --out DIR
+--minutes 55 --seed 0` on 2 CPU cores and copied from DIR/demo.safetensors (see docs/demo.md and
 scripts/make_demo_checkpoint.py). `write_random_demo` writes the same architecture with random weights in
 seconds, for toolchain tests that need no trained weights.
 """
