@@ -151,6 +151,13 @@ def test_sandwich_trains_full_lightest_and_for_ratios_every_middle_ratio(tmp_pat
         assert all(len(names) == 3 for names in steps) and max(middle) <= 1
 
 
+def test_plan_refuses_unknown_layout_and_sandwich():
+    with pytest.raises(ValueError, match="unknown layout 'grid'"):
+        TrainPlan(layout="grid")
+    with pytest.raises(ValueError, match="unknown sandwich 'five'"):
+        TrainPlan(sandwich="five")
+
+
 def test_resume_refuses_another_layout(tmp_path):
     plan = dataclasses.replace(PLAN, vae_steps=4, dit_steps=0, layout="free")
     train(tmp_path / "d", CFG, plan, seed=1, log=lambda s: None)

@@ -43,12 +43,13 @@ from ..model.pipeline import Models, build_models
 from ..model.sampler import training_pair
 from ..model.text_encoder import tokenize
 from ..operating_points import OperatingPoint, full_point, lightest_point, operating_points
-from .shapes import LAYOUTS, render, training_scenes
+from .shapes import LAYOUTS, check_layout, render, training_scenes
 
 STATE_FILE = "state.pt"
 LATENTS_FILE = "latents.pt"
 LOG_FILE = "log.jsonl"
 CHECKPOINT_FILE = "demo.safetensors"
+SANDWICHES = ("three", "ratios")
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,11 @@ class TrainPlan:
     threads: int = 2
     bf16: bool = True  # autocast matmuls and convolutions to bfloat16 (float32 master weights)
     dtype: str = "float16"  # of the written checkpoint
+
+    def __post_init__(self) -> None:
+        check_layout(self.layout)
+        if self.sandwich not in SANDWICHES:
+            raise ValueError(f"unknown sandwich {self.sandwich!r}; expected one of {SANDWICHES}")
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -586,7 +592,7 @@ def main(argv: list[str] | None = None, cfg: ModelConfig | None = None) -> int:
     )
     parser.add_argument(
         "--sandwich",
-        choices=["three", "ratios"],
+        choices=SANDWICHES,
         default=TrainPlan.sandwich,
         help="points per step: full + lightest + one random ('three'), or also one of every other ratio ('ratios')",
     )
