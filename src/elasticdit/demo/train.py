@@ -50,6 +50,7 @@ LATENTS_FILE = "latents.pt"
 LOG_FILE = "log.jsonl"
 CHECKPOINT_FILE = "demo.safetensors"
 SANDWICHES = ("three", "ratios")
+LEGACY_LAYOUT = "free"  # the layout of runs and latents saved before TrainPlan had one
 
 
 @dataclass(frozen=True)
@@ -342,10 +343,9 @@ class Trainer:
         state = torch.load(self.out / STATE_FILE, weights_only=True)
         if state["config"] != self.cfg.to_json() or state["seed"] != self.seed:
             raise ValueError(f"{self.out / STATE_FILE} was saved for another config or seed; not resuming")
-        if state["plan"].get("layout", "free") != self.plan.layout:
-            raise ValueError(
-                f"{self.out / STATE_FILE} trained on {state['plan'].get('layout', 'free')!r} layouts; not resuming"
-            )
+        layout = state["plan"].get("layout", LEGACY_LAYOUT)
+        if layout != self.plan.layout:
+            raise ValueError(f"{self.out / STATE_FILE} trained on {layout!r} layouts; not resuming")
         for prefix, module in self.models.parts().items():  # copy into the live parameters (optimizers hold them)
             module.load_state_dict(
                 {k[len(prefix) + 1 :]: v for k, v in state["models"].items() if k.startswith(prefix + ".")}
@@ -445,7 +445,7 @@ class Trainer:
     def load_latents(self) -> torch.Tensor:
         if self.latents is None:
             saved = torch.load(self.out / LATENTS_FILE, weights_only=True)
-            run = (saved["seed"], saved["scenes"], saved.get("layout", "free"))
+            run = (saved["seed"], saved["scenes"], saved.get("layout", LEGACY_LAYOUT))
             if run != (self.seed, self.plan.scenes, self.plan.layout):
                 raise ValueError(f"{self.out / LATENTS_FILE} belongs to another run")
             self.latents = saved["latents"]
@@ -469,7 +469,7 @@ class Trainer:
         full, light = full_point(self.cfg), lightest_point(self.cfg)
         uncovered = sorted({q.ratio for q in points} - {full.ratio, light.ratio}) if p.sandwich == "ratios" else []
         per_ratio = [[q for q in points if q.ratio == r] for r in uncovered]
-        others = [q for q in points if q not in (full, light) and q.ratio not in {g[0].ratio for g in per_ratio}]
+        others = [q for q in points if q not in (full, light) and q.ratio not in uncovered]
         others = others or [full]
         nets = {q.name: training_net(m, q) for q in points}
         m.transformer.train()
