@@ -28,6 +28,7 @@ from elasticdit.demo.shapes import (
     PromptSpec,
     Scene,
     Shape,
+    category_cycle,
     dataset,
     heldout_prompts,
     parse_prompt,
@@ -297,6 +298,27 @@ def test_dataset_is_deterministic_and_seeded():
     assert [s for _, s in dataset(15, 8, 64)] != [s for _, s in first]
     assert training_scenes(5, 7) == [s for _, s in first[:5]], "a shorter dataset is a prefix"
     assert [s.category for _, s in first] == list(CATEGORIES) * 3, "categories are balanced"
+
+
+def test_category_weights_repeat_a_category_in_the_cycle():
+    weighted = training_scenes(18, 7, "slots", {"position": 2})
+    cycle = ["single_object", "counting", "two_objects", "position", "position", "absolute_position"]
+    assert [s.category for s in weighted] == cycle * 3
+    assert training_scenes(10, 7, "slots", {}) == training_scenes(10, 7, "slots"), "no weights: the uniform cycle"
+    assert training_scenes(6, 7, "slots", {"position": 2}) == weighted[:6], "a shorter dataset is a prefix"
+
+
+@pytest.mark.parametrize(
+    "weights, message",
+    [
+        ({"colour": 2}, "unknown category 'colour'"),
+        ({"position": 0}, "weight of 'position' must be a positive integer, got 0"),
+        ({"counting": 1.5}, "weight of 'counting' must be a positive integer, got 1.5"),
+    ],
+)
+def test_bad_category_weights_are_refused(weights, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        category_cycle(weights)
 
 
 def test_heldout_scenes_come_from_a_different_stream_than_training():

@@ -20,11 +20,12 @@ from elasticdit.demo.train import (
     TrainPlan,
     init_vae_haar,
     main,
+    parse_category_weights,
     train,
 )
 from elasticdit.model.pipeline import build_models
 from elasticdit.model.sampler import training_pair
-from elasticdit.operating_points import full_point
+from elasticdit.operating_points import full_point, lightest_point, operating_points
 from elasticdit.presets import demo_config, tiny_config
 
 CFG = tiny_config(text_encoder=True)
@@ -158,6 +159,43 @@ def test_plan_refuses_unknown_layout_and_sandwich():
         TrainPlan(sandwich="five")
 
 
+def test_plan_refuses_bad_category_weights_and_pick_weight():
+    with pytest.raises(ValueError, match="unknown category 'shade'"):
+        TrainPlan(category_weights={"shade": 2})
+    with pytest.raises(ValueError, match="uncovered_weight must be positive, got 0"):
+        TrainPlan(uncovered_weight=0.0)
+    assert parse_category_weights(["position=2", "counting = 3"]) == {"position": 2, "counting": 3}
+    for bad in ("position", "position=two", "position=-1"):
+        with pytest.raises(ValueError, match="CATEGORY=N with a positive integer N"):
+            parse_category_weights([bad])
+
+
+def test_uncovered_weight_steers_the_random_pick_to_the_middle_ratio():
+    cfg = dataclasses.replace(CFG, elastic=dataclasses.replace(CFG.elastic, compression_ratios=(1, 2, 4)))
+    points = operating_points(cfg)
+    others = [q for q in points if q not in (full_point(cfg), lightest_point(cfg))]
+    middle = sum(q.ratio == 2 for q in others) / len(others)
+
+    def share(weight: float) -> float:
+        trainer = Trainer(Path("unused"), cfg, dataclasses.replace(PLAN, uncovered_weight=weight), 0, lambda s: None)
+        weights = torch.tensor([weight if q.ratio == 2 else 1.0 for q in others])
+        return sum(trainer.pick(others, weights).ratio == 2 for _ in range(2000)) / 2000
+
+    assert abs(share(1.0) - middle) < 0.05  # uniform
+    weighted = 3 * middle / (3 * middle + (1 - middle))
+    assert abs(share(3.0) - weighted) < 0.05
+
+
+def test_resume_and_latents_refuse_other_category_weights(tmp_path):
+    plan = dataclasses.replace(PLAN, vae_steps=4, dit_steps=0, category_weights={"position": 2})
+    train(tmp_path / "w", CFG, plan, seed=1, log=lambda s: None)
+    other = dataclasses.replace(plan, category_weights={})
+    with pytest.raises(ValueError, match=r"trained with category weights \{'position': 2\}; not resuming"):
+        train(tmp_path / "w", CFG, other, seed=1, resume=True, log=lambda s: None)
+    with pytest.raises(ValueError, match="belongs to another run"):
+        Trainer(tmp_path / "w", CFG, other, seed=1, log=lambda s: None).load_latents()
+
+
 def test_resume_refuses_another_layout(tmp_path):
     plan = dataclasses.replace(PLAN, vae_steps=4, dit_steps=0, layout="free")
     train(tmp_path / "d", CFG, plan, seed=1, log=lambda s: None)
@@ -174,6 +212,14 @@ def test_command_line_writes_a_checkpoint(tmp_path, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "encoded=16 " in out and f"wrote {tmp_path / 'cli' / CHECKPOINT_FILE}" in out
     assert load_checkpoint(tmp_path / "cli" / CHECKPOINT_FILE).cfg.transformer == CFG.transformer
+
+
+def test_command_line_refuses_a_bad_category_weight(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--out", str(tmp_path / "bad"), "--category-weight", "colour=2"])
+    assert exit_info.value.code == 2
+    assert "unknown category 'colour'" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
 
 
 def script_on_tiny_config(monkeypatch, name: str):

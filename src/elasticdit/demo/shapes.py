@@ -387,14 +387,32 @@ def _stream(seed: int, stream: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(stream,)))
 
 
-def _scenes(n: int, rng: np.random.Generator, layout: str = "free") -> list[Scene]:
-    # Categories cycle in CATEGORIES order, so any n gives balanced categories (and prefixes are stable).
-    return [sample_scene(rng, CATEGORIES[i % len(CATEGORIES)], layout) for i in range(n)]
+def category_cycle(weights: dict[str, int] | None = None) -> list[str]:
+    """CATEGORIES in order, each repeated by its integer weight (default 1): the order scenes cycle through."""
+    weights = weights or {}
+    unknown = sorted(set(weights) - set(CATEGORIES))
+    if unknown:
+        raise ValueError(f"unknown category {unknown[0]!r}; expected one of {CATEGORIES}")
+    bad = [c for c, w in weights.items() if not isinstance(w, int) or w < 1]
+    if bad:
+        raise ValueError(f"category weight of {bad[0]!r} must be a positive integer, got {weights[bad[0]]!r}")
+    return [c for c in CATEGORIES for _ in range(weights.get(c, 1))]
 
 
-def training_scenes(n: int, seed: int, layout: str = "free") -> list[Scene]:
-    """The first n training scenes of ``seed`` (stream TRAIN_STREAM); a prefix of any longer call."""
-    return _scenes(n, _stream(seed, TRAIN_STREAM), layout)
+def _scenes(
+    n: int, rng: np.random.Generator, layout: str = "free", weights: dict[str, int] | None = None
+) -> list[Scene]:
+    # Categories cycle in a fixed order, so any n gives the weighted shares (and prefixes are stable).
+    cycle = category_cycle(weights)
+    return [sample_scene(rng, cycle[i % len(cycle)], layout) for i in range(n)]
+
+
+def training_scenes(n: int, seed: int, layout: str = "free", weights: dict[str, int] | None = None) -> list[Scene]:
+    """The first n training scenes of ``seed`` (stream TRAIN_STREAM); a prefix of any longer call.
+
+    ``weights`` repeats a category in the cycle (``{"position": 2}``: relations are 2 of every 6 scenes).
+    """
+    return _scenes(n, _stream(seed, TRAIN_STREAM), layout, weights)
 
 
 def dataset(n: int, seed: int, size: int) -> list[tuple[np.ndarray, Scene]]:

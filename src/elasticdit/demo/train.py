@@ -43,7 +43,7 @@ from ..model.pipeline import Models, build_models
 from ..model.sampler import training_pair
 from ..model.text_encoder import tokenize
 from ..operating_points import OperatingPoint, full_point, lightest_point, operating_points
-from .shapes import LAYOUTS, check_layout, render, training_scenes
+from .shapes import CATEGORIES, LAYOUTS, category_cycle, check_layout, render, training_scenes
 
 STATE_FILE = "state.pt"
 LATENTS_FILE = "latents.pt"
@@ -64,6 +64,8 @@ class TrainPlan:
     # training scenes' layout (shapes.LAYOUTS): "slots" gives each prompt one canonical arrangement, so the DiT
     # need not learn to decide a free layout from strong noise, which a 55-minute CPU run could not (docs/demo.md)
     layout: str = "slots"
+    # integer repeats of a category in the scenes' cycle (shapes.category_cycle); {} is uniform
+    category_weights: dict[str, int] = dataclasses.field(default_factory=dict)
     vae_batch: int = 32
     vae_crop: int = 64  # px; the T-DVAE is fully convolutional, so it trains on crops
     vae_lr: float = 2e-3
@@ -84,6 +86,9 @@ class TrainPlan:
     # of each compression ratio that neither the full nor the lightest point has (their shared projections otherwise
     # train only when the random pick lands on them)
     sandwich: str = "three"
+    # the random pick's weight for points of a compression ratio neither the full nor the lightest point has (the
+    # others weigh 1): those points' patch embedding and output projection train only when picked
+    uncovered_weight: float = 1.0
     save_every: int = 50
     log_every: int = 10
     threads: int = 2
@@ -92,6 +97,9 @@ class TrainPlan:
 
     def __post_init__(self) -> None:
         check_layout(self.layout)
+        category_cycle(self.category_weights)
+        if not self.uncovered_weight > 0:
+            raise ValueError(f"uncovered_weight must be positive, got {self.uncovered_weight}")
         if self.sandwich not in SANDWICHES:
             raise ValueError(f"unknown sandwich {self.sandwich!r}; expected one of {SANDWICHES}")
 
@@ -346,6 +354,9 @@ class Trainer:
         layout = state["plan"].get("layout", LEGACY_LAYOUT)
         if layout != self.plan.layout:
             raise ValueError(f"{self.out / STATE_FILE} trained on {layout!r} layouts; not resuming")
+        weights = state["plan"].get("category_weights", {})
+        if weights != self.plan.category_weights:
+            raise ValueError(f"{self.out / STATE_FILE} trained with category weights {weights}; not resuming")
         for prefix, module in self.models.parts().items():  # copy into the live parameters (optimizers hold them)
             module.load_state_dict(
                 {k[len(prefix) + 1 :]: v for k, v in state["models"].items() if k.startswith(prefix + ".")}
@@ -364,7 +375,7 @@ class Trainer:
     # ---- data
 
     def scenes(self) -> list:
-        return training_scenes(self.plan.scenes, self.seed, self.plan.layout)
+        return training_scenes(self.plan.scenes, self.seed, self.plan.layout, self.plan.category_weights)
 
     def images(self) -> torch.Tensor:
         if self._images is None:
@@ -438,15 +449,26 @@ class Trainer:
                 "train_psnr": psnr(recon, to_unit(held)),
             }
         )
-        saved = {"latents": latents, "seed": self.seed, "scenes": len(latents), "layout": self.plan.layout}
+        saved = {
+            "latents": latents,
+            "seed": self.seed,
+            "scenes": len(latents),
+            "layout": self.plan.layout,
+            "category_weights": self.plan.category_weights,
+        }
         torch.save(saved, self.out / LATENTS_FILE)
         self.latents = latents
 
     def load_latents(self) -> torch.Tensor:
         if self.latents is None:
             saved = torch.load(self.out / LATENTS_FILE, weights_only=True)
-            run = (saved["seed"], saved["scenes"], saved.get("layout", LEGACY_LAYOUT))
-            if run != (self.seed, self.plan.scenes, self.plan.layout):
+            run = (
+                saved["seed"],
+                saved["scenes"],
+                saved.get("layout", LEGACY_LAYOUT),
+                saved.get("category_weights", {}),
+            )
+            if run != (self.seed, self.plan.scenes, self.plan.layout, self.plan.category_weights):
                 raise ValueError(f"{self.out / LATENTS_FILE} belongs to another run")
             self.latents = saved["latents"]
         return self.latents
@@ -471,6 +493,9 @@ class Trainer:
         per_ratio = [[q for q in points if q.ratio == r] for r in uncovered]
         others = [q for q in points if q not in (full, light) and q.ratio not in uncovered]
         others = others or [full]
+        weights = torch.tensor(
+            [p.uncovered_weight if q.ratio not in (full.ratio, light.ratio) else 1.0 for q in others]
+        )
         nets = {q.name: training_net(m, q) for q in points}
         m.transformer.train()
         m.text_encoder.train()
@@ -487,7 +512,8 @@ class Trainer:
             x0, tokens = x_all[idx], tokens_all[idx].clone()
             drop = torch.rand(p.dit_batch, generator=self.generator) < p.cfg_dropout
             tokens[drop] = empty
-            picks = [g[int(torch.randint(len(g), (1,), generator=self.generator))] for g in (*per_ratio, others)]
+            picks = [g[int(torch.randint(len(g), (1,), generator=self.generator))] for g in per_ratio]
+            picks.append(self.pick(others, weights))
             losses = {}
             with self.autocast():
                 text, pooled = m.text_encoder(tokens)
@@ -512,6 +538,11 @@ class Trainer:
                 self.write_checkpoint()
         self.phase = "done"
         self.save_state()
+
+    def pick(self, points: list[OperatingPoint], weights: torch.Tensor) -> OperatingPoint:
+        if bool((weights == 1.0).all()):  # uniform: the draw the shipped checkpoint was trained with
+            return points[int(torch.randint(len(points), (1,), generator=self.generator))]
+        return points[int(torch.multinomial(weights, 1, generator=self.generator))]
 
     # ---- output
 
@@ -567,6 +598,18 @@ def train(
     return trainer.run(resume)
 
 
+def parse_category_weights(items: list[str]) -> dict[str, int]:
+    """["position=2", ...] -> {"position": 2}, checked by shapes.category_cycle."""
+    weights = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not value.strip().isdigit():
+            raise ValueError(f"--category-weight wants CATEGORY=N with a positive integer N, got {item!r}")
+        weights[name.strip()] = int(value)
+    category_cycle(weights)
+    return weights
+
+
 def main(argv: list[str] | None = None, cfg: ModelConfig | None = None) -> int:
     """The training command; `cfg` (default `presets.demo_config()`) is the design trained."""
     if "OMP_WAIT_POLICY" not in os.environ and argv is None:
@@ -596,12 +639,29 @@ def main(argv: list[str] | None = None, cfg: ModelConfig | None = None) -> int:
         default=TrainPlan.sandwich,
         help="points per step: full + lightest + one random ('three'), or also one of every other ratio ('ratios')",
     )
+    parser.add_argument(
+        "--category-weight",
+        action="append",
+        default=[],
+        metavar="CATEGORY=N",
+        help=f"repeat a category N times in the scenes' cycle (categories: {', '.join(CATEGORIES)})",
+    )
+    parser.add_argument(
+        "--uncovered-weight",
+        type=float,
+        default=TrainPlan.uncovered_weight,
+        help="random pick's weight for points of a ratio neither the full nor the lightest point has (others: 1)",
+    )
     parser.add_argument("--threads", type=int, default=TrainPlan.threads)
     parser.add_argument("--resume", action="store_true", help="continue from OUT/state.pt")
     parser.add_argument(
         "--loss-balance", choices=["sum", "log"], default=TrainPlan.loss_balance, help="how the sandwich's losses add"
     )
     args = parser.parse_args(argv)
+    try:
+        weights = parse_category_weights(args.category_weight)
+    except ValueError as e:
+        parser.error(str(e))
     plan = TrainPlan(
         minutes=args.minutes,
         scenes=args.scenes,
@@ -609,6 +669,8 @@ def main(argv: list[str] | None = None, cfg: ModelConfig | None = None) -> int:
         threads=args.threads,
         loss_balance=args.loss_balance,
         sandwich=args.sandwich,
+        category_weights=weights,
+        uncovered_weight=args.uncovered_weight,
     )
     if args.steps:
         plan = dataclasses.replace(plan, minutes=None, vae_steps=args.steps[0], dit_steps=args.steps[1])
