@@ -19,6 +19,7 @@ from elasticdit.demo.train import (
     Trainer,
     TrainPlan,
     init_vae_haar,
+    init_weights,
     main,
     parse_category_weights,
     train,
@@ -168,6 +169,18 @@ def test_plan_refuses_bad_category_weights_and_pick_weight():
     for bad in ("position", "position=two", "position=-1"):
         with pytest.raises(ValueError, match="CATEGORY=N with a positive integer N"):
             parse_category_weights([bad])
+
+
+def test_token_embedding_std_sets_the_text_encoders_starting_scale():
+    default, small = build_models(CFG), build_models(CFG)
+    init_weights(default, seed=0)
+    init_weights(small, seed=0, token_std=0.02)
+    assert default.text_encoder.token_embedding.weight.std() > 0.5  # PyTorch's N(0, 1)
+    assert abs(small.text_encoder.token_embedding.weight.detach().std().item() - 0.02) < 0.004
+    position = small.text_encoder.position_embedding
+    assert torch.equal(default.text_encoder.position_embedding, position), "the other draws are unchanged"
+    with pytest.raises(ValueError, match="token_embedding_std must be positive, got 0"):
+        TrainPlan(token_embedding_std=0.0)
 
 
 def test_uncovered_weight_steers_the_random_pick_to_the_middle_ratio():
