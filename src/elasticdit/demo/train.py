@@ -89,10 +89,10 @@ class TrainPlan:
     # the random pick's weight for points of a compression ratio neither the full nor the lightest point has (the
     # others weigh 1): those points' patch embedding and output projection train only when picked
     uncovered_weight: float = 1.0
-    # initial std of the text encoder's token embedding; None: PyTorch's 1.0 (the shipped checkpoint's), which
-    # leaves the position embedding (0.02) too weak at the start to tell "a red circle and a blue square" from
-    # "a blue circle and a red square"; CLIP starts both small
-    token_embedding_std: float | None = None
+    # initial std of the text encoder's token embedding, the position embedding's scale as in CLIP; None keeps
+    # PyTorch's N(0, 1) (checkpoints before 2026-11-28), where the position code is too weak at the start to tell
+    # "a red circle and a blue square" from "a blue circle and a red square"
+    token_embedding_std: float | None = 0.02
     save_every: int = 50
     log_every: int = 10
     threads: int = 2
@@ -668,7 +668,7 @@ def main(argv: list[str] | None = None, cfg: ModelConfig | None = None) -> int:
         "--token-embedding-std",
         type=float,
         default=TrainPlan.token_embedding_std,
-        help="initial std of the text encoder's token embedding (default: PyTorch's 1.0)",
+        help="initial std of the text encoder's token embedding (the position embedding's is 0.02)",
     )
     parser.add_argument("--threads", type=int, default=TrainPlan.threads)
     parser.add_argument("--resume", action="store_true", help="continue from OUT/state.pt")
