@@ -227,11 +227,20 @@ def test_command_line_writes_a_checkpoint(tmp_path, capsys, monkeypatch):
     assert load_checkpoint(tmp_path / "cli" / CHECKPOINT_FILE).cfg.transformer == CFG.transformer
 
 
-def test_command_line_refuses_a_bad_category_weight(tmp_path, capsys):
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--category-weight", "colour=2"], "unknown category 'colour'"),
+        (["--category-weight", "position=two"], "CATEGORY=N with a positive integer N"),
+        (["--uncovered-weight", "0"], "uncovered_weight must be positive, got 0.0"),
+        (["--token-embedding-std", "-1"], "token_embedding_std must be positive, got -1.0"),
+    ],
+)
+def test_command_line_refuses_bad_plan_values(tmp_path, capsys, args, message):
     with pytest.raises(SystemExit) as exit_info:
-        main(["--out", str(tmp_path / "bad"), "--category-weight", "colour=2"])
+        main(["--out", str(tmp_path / "bad"), *args])
     assert exit_info.value.code == 2
-    assert "unknown category 'colour'" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
 
 

@@ -611,14 +611,13 @@ def train(
 
 
 def parse_category_weights(items: list[str]) -> dict[str, int]:
-    """["position=2", ...] -> {"position": 2}, checked by shapes.category_cycle."""
+    """["position=2", ...] -> {"position": 2}; the names and values are checked by TrainPlan."""
     weights = {}
     for item in items:
         name, sep, value = item.partition("=")
         if not sep or not value.strip().isdigit():
             raise ValueError(f"--category-weight wants CATEGORY=N with a positive integer N, got {item!r}")
         weights[name.strip()] = int(value)
-    category_cycle(weights)
     return weights
 
 
@@ -676,21 +675,20 @@ def main(argv: list[str] | None = None, cfg: ModelConfig | None = None) -> int:
         "--loss-balance", choices=["sum", "log"], default=TrainPlan.loss_balance, help="how the sandwich's losses add"
     )
     args = parser.parse_args(argv)
-    try:
-        weights = parse_category_weights(args.category_weight)
+    try:  # a bad value is a one-line usage error, before anything is written
+        plan = TrainPlan(
+            minutes=args.minutes,
+            scenes=args.scenes,
+            layout=args.layout,
+            threads=args.threads,
+            loss_balance=args.loss_balance,
+            sandwich=args.sandwich,
+            category_weights=parse_category_weights(args.category_weight),
+            uncovered_weight=args.uncovered_weight,
+            token_embedding_std=args.token_embedding_std,
+        )
     except ValueError as e:
         parser.error(str(e))
-    plan = TrainPlan(
-        minutes=args.minutes,
-        scenes=args.scenes,
-        layout=args.layout,
-        threads=args.threads,
-        loss_balance=args.loss_balance,
-        sandwich=args.sandwich,
-        category_weights=weights,
-        uncovered_weight=args.uncovered_weight,
-        token_embedding_std=args.token_embedding_std,
-    )
     if args.steps:
         plan = dataclasses.replace(plan, minutes=None, vae_steps=args.steps[0], dit_steps=args.steps[1])
     path = train(args.out, cfg, plan, seed=args.seed, resume=args.resume, log=lambda s: print(s, flush=True))
