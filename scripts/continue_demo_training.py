@@ -22,7 +22,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the training command s
 
 import torch
 
-from elasticdit.demo.train import LEGACY_LAYOUT, STATE_FILE, Trainer, TrainPlan
+from elasticdit.demo.train import STATE_FILE, Trainer, TrainPlan, saved_plan
 from elasticdit.presets import demo_config
 
 
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.run / STATE_FILE} not found: not a training run directory", file=sys.stderr)
         return 1
     saved = torch.load(args.run / STATE_FILE, weights_only=True, mmap=True)["plan"]  # the run's data and batches
-    saved = {"layout": LEGACY_LAYOUT} | saved
+    saved = saved_plan(saved)
     plan = dataclasses.replace(TrainPlan(**saved), minutes=None, dit_steps=args.steps, save_every=args.every)
     run = ContinuedRun(args.run, demo_config(), plan, args.seed, log=lambda s: print(s, flush=True))
     run.load_state()

@@ -44,13 +44,22 @@ from ..model.sampler import training_pair
 from ..model.text_encoder import tokenize
 from ..operating_points import OperatingPoint, full_point, lightest_point, operating_points
 from .shapes import CATEGORIES, LAYOUTS, category_cycle, check_layout, render, training_scenes
+from .shared_projections import check_shareable, effective_tensors, share_projections, zero_differences
 
 STATE_FILE = "state.pt"
 LATENTS_FILE = "latents.pt"
 LOG_FILE = "log.jsonl"
 CHECKPOINT_FILE = "demo.safetensors"
 SANDWICHES = ("three", "ratios")
-LEGACY_LAYOUT = "free"  # the layout of runs and latents saved before TrainPlan had one
+RATIO_PROJECTIONS = ("separate", "shared")
+# what runs and latents saved before TrainPlan had these fields were trained with
+LEGACY_PLAN: dict[str, Any] = {"layout": "free", "category_weights": {}, "ratio_projections": "separate"}
+RESUME_MUST_MATCH = ("layout", "category_weights", "ratio_projections")
+
+
+def saved_plan(saved: dict[str, Any]) -> dict[str, Any]:
+    """A plan (or latents record) as saved, with the fields it predates filled in as they were then."""
+    return LEGACY_PLAN | saved
 
 
 @dataclass(frozen=True)
@@ -93,6 +102,10 @@ class TrainPlan:
     # PyTorch's N(0, 1) (checkpoints before 2026-11-28), where the position code is too weak at the start to tell
     # "a red circle and a blue square" from "a blue circle and a red square"
     token_embedding_std: float | None = 0.02
+    # "separate": every ratio's patch embedding and output projection are their own parameters; "shared": ratio r's
+    # are ratio 1's resized plus a learned difference (shared_projections.py), so ratio 1's gradient every step
+    # also trains the ratios the sandwich rule seldom picks; the checkpoint stores plain per-ratio tensors either way
+    ratio_projections: str = "separate"
     save_every: int = 50
     log_every: int = 10
     threads: int = 2
@@ -108,6 +121,10 @@ class TrainPlan:
             raise ValueError(f"token_embedding_std must be positive, got {self.token_embedding_std}")
         if self.sandwich not in SANDWICHES:
             raise ValueError(f"unknown sandwich {self.sandwich!r}; expected one of {SANDWICHES}")
+        if self.ratio_projections not in RATIO_PROJECTIONS:
+            raise ValueError(
+                f"unknown ratio projections {self.ratio_projections!r}; expected one of {RATIO_PROJECTIONS}"
+            )
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -128,11 +145,14 @@ class SDPAMaskedAttention(nn.Module):
         return out[0]
 
 
-def training_net(models: Models, point: OperatingPoint) -> nn.Module:
-    """The static network of one operating point with SSBA masks on (its cores swapped for fused ones)."""
+def training_net(models: Models, point: OperatingPoint, shared: bool = False) -> nn.Module:
+    """The static network of one operating point with SSBA masks on (its cores swapped for fused ones), and with
+    `shared`, ratio 1's projections shared with its ratio's."""
     net = models.transformer.operating_point(point, attention="masked")
     head_dim = models.cfg.transformer.head_dim
     net.cores = nn.ModuleList(SDPAMaskedAttention(head_dim, getattr(core, "bias", None)) for core in net.cores)
+    if shared:
+        share_projections(net, models.transformer)
     return net
 
 
@@ -277,11 +297,15 @@ class Trainer:
         if cfg.vae is None or cfg.text_encoder is None or not cfg.vae.has_encoder:
             raise ValueError("the demo trains a config with a T-DVAE (with encoder) and a text encoder")
         self.out, self.cfg, self.plan, self.seed, self.log_fn = Path(out), cfg, plan, seed, log
+        self.shared = plan.ratio_projections == "shared"
         self.out.mkdir(parents=True, exist_ok=True)
         torch.set_num_threads(plan.threads)
         torch.manual_seed(seed)
         self.models = build_models(cfg)
         init_weights(self.models, seed, plan.token_embedding_std)
+        if self.shared:
+            check_shareable(self.models.transformer)
+            zero_differences(self.models.transformer)
         self.generator = torch.Generator().manual_seed(seed)
         m = self.models
         self.vae_opt = torch.optim.AdamW(m.vae.parameters(), lr=plan.vae_lr, weight_decay=0.0)
@@ -363,12 +387,10 @@ class Trainer:
         state = torch.load(self.out / STATE_FILE, weights_only=True)
         if state["config"] != self.cfg.to_json() or state["seed"] != self.seed:
             raise ValueError(f"{self.out / STATE_FILE} was saved for another config or seed; not resuming")
-        layout = state["plan"].get("layout", LEGACY_LAYOUT)
-        if layout != self.plan.layout:
-            raise ValueError(f"{self.out / STATE_FILE} trained on {layout!r} layouts; not resuming")
-        weights = state["plan"].get("category_weights", {})
-        if weights != self.plan.category_weights:
-            raise ValueError(f"{self.out / STATE_FILE} trained with category weights {weights}; not resuming")
+        saved = saved_plan(state["plan"])
+        for name in RESUME_MUST_MATCH:
+            if saved[name] != getattr(self.plan, name):
+                raise ValueError(f"{self.out / STATE_FILE} trained with {name} {saved[name]!r}; not resuming")
         for prefix, module in self.models.parts().items():  # copy into the live parameters (optimizers hold them)
             module.load_state_dict(
                 {k[len(prefix) + 1 :]: v for k, v in state["models"].items() if k.startswith(prefix + ".")}
@@ -473,13 +495,8 @@ class Trainer:
 
     def load_latents(self) -> torch.Tensor:
         if self.latents is None:
-            saved = torch.load(self.out / LATENTS_FILE, weights_only=True)
-            run = (
-                saved["seed"],
-                saved["scenes"],
-                saved.get("layout", LEGACY_LAYOUT),
-                saved.get("category_weights", {}),
-            )
+            saved = saved_plan(torch.load(self.out / LATENTS_FILE, weights_only=True))
+            run = (saved["seed"], saved["scenes"], saved["layout"], saved["category_weights"])
             if run != (self.seed, self.plan.scenes, self.plan.layout, self.plan.category_weights):
                 raise ValueError(f"{self.out / LATENTS_FILE} belongs to another run")
             self.latents = saved["latents"]
@@ -508,7 +525,7 @@ class Trainer:
         weights = torch.tensor(
             [p.uncovered_weight if q.ratio not in (full.ratio, light.ratio) else 1.0 for q in others]
         )
-        nets = {q.name: training_net(m, q) for q in points}
+        nets = {q.name: training_net(m, q, self.shared) for q in points}
         m.transformer.train()
         m.text_encoder.train()
         params = [q for group in self.dit_opt.param_groups for q in group["params"]]
@@ -569,7 +586,10 @@ class Trainer:
         dtype = getattr(torch, self.plan.dtype)
         self.ema.swap()
         try:
-            tensors = {k: v.detach().to(dtype).clone() for k, v in self.models.state_dict().items()}
+            state = self.models.state_dict()
+            if self.shared:
+                state |= {f"transformer.{k}": v for k, v in effective_tensors(self.models.transformer).items()}
+            tensors = {k: v.detach().to(dtype).clone() for k, v in state.items()}
         finally:
             self.ema.swap()
         tmp = path.with_suffix(".tmp")
@@ -669,6 +689,13 @@ def main(argv: list[str] | None = None, cfg: ModelConfig | None = None) -> int:
         default=TrainPlan.token_embedding_std,
         help="initial std of the text encoder's token embedding (the position embedding's is 0.02)",
     )
+    parser.add_argument(
+        "--ratio-projections",
+        choices=RATIO_PROJECTIONS,
+        default=TrainPlan.ratio_projections,
+        help="train each ratio's patch embedding and output projection on its own ('separate') or as ratio 1's "
+        "resized plus a learned difference ('shared'); the checkpoint stores per-ratio tensors either way",
+    )
     parser.add_argument("--threads", type=int, default=TrainPlan.threads)
     parser.add_argument("--resume", action="store_true", help="continue from OUT/state.pt")
     parser.add_argument(
@@ -686,6 +713,7 @@ def main(argv: list[str] | None = None, cfg: ModelConfig | None = None) -> int:
             category_weights=parse_category_weights(args.category_weight),
             uncovered_weight=args.uncovered_weight,
             token_embedding_std=args.token_embedding_std,
+            ratio_projections=args.ratio_projections,
         )
     except ValueError as e:
         parser.error(str(e))
