@@ -203,7 +203,7 @@ def test_resume_and_latents_refuse_other_category_weights(tmp_path):
     plan = dataclasses.replace(PLAN, vae_steps=4, dit_steps=0, category_weights={"position": 2})
     train(tmp_path / "w", CFG, plan, seed=1, log=lambda s: None)
     other = dataclasses.replace(plan, category_weights={})
-    with pytest.raises(ValueError, match=r"trained with category weights \{'position': 2\}; not resuming"):
+    with pytest.raises(ValueError, match=r"trained with category_weights \{'position': 2\}; not resuming"):
         train(tmp_path / "w", CFG, other, seed=1, resume=True, log=lambda s: None)
     with pytest.raises(ValueError, match="belongs to another run"):
         Trainer(tmp_path / "w", CFG, other, seed=1, log=lambda s: None).load_latents()
@@ -212,7 +212,7 @@ def test_resume_and_latents_refuse_other_category_weights(tmp_path):
 def test_resume_refuses_another_layout(tmp_path):
     plan = dataclasses.replace(PLAN, vae_steps=4, dit_steps=0, layout="free")
     train(tmp_path / "d", CFG, plan, seed=1, log=lambda s: None)
-    with pytest.raises(ValueError, match="trained on 'free' layouts; not resuming"):
+    with pytest.raises(ValueError, match="trained with layout 'free'; not resuming"):
         train(tmp_path / "d", CFG, dataclasses.replace(plan, layout="slots"), seed=1, resume=True, log=lambda s: None)
     trainer = Trainer(tmp_path / "d", CFG, dataclasses.replace(plan, layout="slots"), seed=1, log=lambda s: None)
     with pytest.raises(ValueError, match="belongs to another run"):
