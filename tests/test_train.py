@@ -23,9 +23,11 @@ from elasticdit.demo.train import (
     main,
     parse_category_weights,
     train,
+    training_net,
 )
 from elasticdit.model.pipeline import build_models
 from elasticdit.model.sampler import training_pair
+from elasticdit.model.text_encoder import tokenize
 from elasticdit.operating_points import full_point, lightest_point, operating_points
 from elasticdit.presets import demo_config, tiny_config
 
@@ -286,4 +288,41 @@ def test_variant_script_trains_the_named_design(tmp_path, monkeypatch, capsys):
     assert cfg.ssba == CFG.ssba and cfg.elastic == CFG.elastic
     assert script.main(["--out", str(tmp_path / "bad"), "--patch", "3"]) == 1  # 128 px / f8 = 16 cells: no patch 3
     assert capsys.readouterr().err.startswith("error: ")
+    assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("distill", [1.0, 0.5])
+def test_distilled_points_learn_the_full_points_prediction(distill):
+    """The other points share the full point's noise and timesteps and aim at the lerp of the data's velocity and
+    the full point's detached prediction: a copy of the full network has loss (1 - distill)^2 x the full point's."""
+    plan = dataclasses.replace(PLAN, distill=distill)
+    trainer = Trainer(Path("unused"), CFG, plan, 0, lambda s: None)
+    full = training_net(trainer.models, full_point(CFG))
+    with torch.no_grad():
+        for p in full.parameters():
+            p.normal_(std=0.05)  # the zeroed output projection would predict 0 for everything
+    x0 = torch.randn(4, CFG.transformer.in_channels, *CFG.latent_size())
+    tokens = tokenize("two red circles", CFG.text_encoder.vocab, CFG.transformer.text_len)
+    text, pooled = trainer.models.text_encoder(torch.tensor([tokens] * 4))
+    lightest = training_net(trainer.models, lightest_point(CFG))
+    own, copy, light = trainer.sandwich_losses([full, full, lightest], x0, text, pooled)
+    torch.testing.assert_close(copy, (1 - distill) ** 2 * own)
+    assert light > 0
+    # the full point's prediction is a detached target: the copy's gradient is (1 - distill) x the own loss's
+    # (through the target too it would be (1 - distill)^2 x)
+    weight = full.proj_out.weight
+    (g_own,) = torch.autograd.grad(own, weight, retain_graph=True)
+    (g_copy,) = torch.autograd.grad(copy, weight, retain_graph=True)
+    torch.testing.assert_close(g_copy, (1 - distill) * g_own)
+    separate = Trainer(Path("unused"), CFG, PLAN, 0, lambda s: None)
+    own, copy, _ = separate.sandwich_losses([full, full, lightest], x0, text, pooled)
+    assert not torch.isclose(own, copy), "without distillation every point draws its own noise"
+
+
+def test_plan_and_command_line_refuse_a_distill_weight_outside_0_1(tmp_path, capsys):
+    with pytest.raises(ValueError, match=r"distill must be in \[0, 1\], got 1.5"):
+        TrainPlan(distill=1.5)
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path / "bad"), "--distill", "-0.1"])
+    assert "distill must be in [0, 1], got -0.1" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()

@@ -53,8 +53,13 @@ CHECKPOINT_FILE = "demo.safetensors"
 SANDWICHES = ("three", "ratios")
 RATIO_PROJECTIONS = ("separate", "shared")
 # what runs and latents saved before TrainPlan had these fields were trained with
-LEGACY_PLAN: dict[str, Any] = {"layout": "free", "category_weights": {}, "ratio_projections": "separate"}
-RESUME_MUST_MATCH = ("layout", "category_weights", "ratio_projections")
+LEGACY_PLAN: dict[str, Any] = {
+    "layout": "free",
+    "category_weights": {},
+    "ratio_projections": "separate",
+    "distill": 0.0,
+}
+RESUME_MUST_MATCH = ("layout", "category_weights", "ratio_projections", "distill")
 
 
 def saved_plan(saved: dict[str, Any]) -> dict[str, Any]:
@@ -106,6 +111,10 @@ class TrainPlan:
     # are ratio 1's resized plus a learned difference (shared_projections.py), so ratio 1's gradient every step
     # also trains the ratios the sandwich rule seldom picks; the checkpoint stores plain per-ratio tensors either way
     ratio_projections: str = "separate"
+    # in-place distillation (the sandwich rule's companion in slimmable networks): the other points train on the
+    # full point's noise and timesteps, towards `distill` x its detached prediction + (1 - distill) x the data's
+    # velocity; 0 trains every point on the data alone, each with its own noise
+    distill: float = 0.0
     save_every: int = 50
     log_every: int = 10
     threads: int = 2
@@ -125,6 +134,8 @@ class TrainPlan:
             raise ValueError(
                 f"unknown ratio projections {self.ratio_projections!r}; expected one of {RATIO_PROJECTIONS}"
             )
+        if not 0.0 <= self.distill <= 1.0:
+            raise ValueError(f"distill must be in [0, 1], got {self.distill}")
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -543,14 +554,10 @@ class Trainer:
             tokens[drop] = empty
             picks = [g[int(torch.randint(len(g), (1,), generator=self.generator))] for g in per_ratio]
             picks.append(self.pick(others, weights))
-            losses = {}
             with self.autocast():
                 text, pooled = m.text_encoder(tokens)
-                for point in (full, light, *picks):
-                    sigma = sample_sigmas(p.dit_batch, self.generator, p.sigma_shift)
-                    noise = torch.randn(x0.shape, generator=self.generator)
-                    xt, target = training_pair(x0, noise, sigma)
-                    losses[point.name] = F.mse_loss(nets[point.name](xt, sigma, text, pooled).float(), target)
+                losses = self.sandwich_losses([nets[q.name] for q in (full, light, *picks)], x0, text, pooled)
+            losses = dict(zip([q.name for q in (full, light, *picks)], losses, strict=True))
             loss = sum(torch.log(v) for v in losses.values()) if p.loss_balance == "log" else sum(losses.values())
             self.dit_opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -567,6 +574,28 @@ class Trainer:
                 self.write_checkpoint()
         self.phase = "done"
         self.save_state()
+
+    def sandwich_losses(
+        self, nets: list[nn.Module], x0: torch.Tensor, text: torch.Tensor, pooled: torch.Tensor
+    ) -> list[torch.Tensor]:
+        """Each net's loss on one batch; the first is the full point, which the others distill from if the plan
+        says so (then all share its noise and timesteps)."""
+        p = self.plan
+        if not p.distill:
+            losses = []
+            for net in nets:
+                sigma = sample_sigmas(len(x0), self.generator, p.sigma_shift)
+                noise = torch.randn(x0.shape, generator=self.generator)
+                xt, target = training_pair(x0, noise, sigma)
+                losses.append(F.mse_loss(net(xt, sigma, text, pooled).float(), target))
+            return losses
+        sigma = sample_sigmas(len(x0), self.generator, p.sigma_shift)
+        noise = torch.randn(x0.shape, generator=self.generator)
+        xt, target = training_pair(x0, noise, sigma)
+        predicted = nets[0](xt, sigma, text, pooled).float()
+        distilled = torch.lerp(target, predicted.detach(), p.distill)
+        rest = [F.mse_loss(net(xt, sigma, text, pooled).float(), distilled) for net in nets[1:]]
+        return [F.mse_loss(predicted, target), *rest]
 
     def pick(self, points: list[OperatingPoint], weights: torch.Tensor) -> OperatingPoint:
         if bool((weights == 1.0).all()):  # uniform: the draw the shipped checkpoint was trained with
@@ -696,6 +725,12 @@ def main(argv: list[str] | None = None, cfg: ModelConfig | None = None) -> int:
         help="train each ratio's patch embedding and output projection on its own ('separate') or as ratio 1's "
         "resized plus a learned difference ('shared'); the checkpoint stores per-ratio tensors either way",
     )
+    parser.add_argument(
+        "--distill",
+        type=float,
+        default=TrainPlan.distill,
+        help="in-place distillation: the other points' target is this much the full point's prediction (0 to 1)",
+    )
     parser.add_argument("--threads", type=int, default=TrainPlan.threads)
     parser.add_argument("--resume", action="store_true", help="continue from OUT/state.pt")
     parser.add_argument(
@@ -714,6 +749,7 @@ def main(argv: list[str] | None = None, cfg: ModelConfig | None = None) -> int:
             uncovered_weight=args.uncovered_weight,
             token_embedding_std=args.token_embedding_std,
             ratio_projections=args.ratio_projections,
+            distill=args.distill,
         )
     except ValueError as e:
         parser.error(str(e))
