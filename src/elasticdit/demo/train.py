@@ -580,20 +580,20 @@ class Trainer:
     ) -> list[torch.Tensor]:
         """Each net's loss on one batch; the first is the full point, which the others distill from if the plan
         says so (then all share its noise and timesteps)."""
-        p = self.plan
-        if not p.distill:
+
+        def noised() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            sigma = sample_sigmas(len(x0), self.generator, self.plan.sigma_shift)
+            return sigma, *training_pair(x0, torch.randn(x0.shape, generator=self.generator), sigma)
+
+        if not self.plan.distill:
             losses = []
             for net in nets:
-                sigma = sample_sigmas(len(x0), self.generator, p.sigma_shift)
-                noise = torch.randn(x0.shape, generator=self.generator)
-                xt, target = training_pair(x0, noise, sigma)
+                sigma, xt, target = noised()
                 losses.append(F.mse_loss(net(xt, sigma, text, pooled).float(), target))
             return losses
-        sigma = sample_sigmas(len(x0), self.generator, p.sigma_shift)
-        noise = torch.randn(x0.shape, generator=self.generator)
-        xt, target = training_pair(x0, noise, sigma)
+        sigma, xt, target = noised()
         predicted = nets[0](xt, sigma, text, pooled).float()
-        distilled = torch.lerp(target, predicted.detach(), p.distill)
+        distilled = torch.lerp(target, predicted.detach(), self.plan.distill)
         rest = [F.mse_loss(net(xt, sigma, text, pooled).float(), distilled) for net in nets[1:]]
         return [F.mse_loss(predicted, target), *rest]
 
