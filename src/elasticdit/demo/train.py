@@ -554,10 +554,11 @@ class Trainer:
             tokens[drop] = empty
             picks = [g[int(torch.randint(len(g), (1,), generator=self.generator))] for g in per_ratio]
             picks.append(self.pick(others, weights))
+            step_points = (full, light, *picks)
             with self.autocast():
                 text, pooled = m.text_encoder(tokens)
-                losses = self.sandwich_losses([nets[q.name] for q in (full, light, *picks)], x0, text, pooled)
-            losses = dict(zip([q.name for q in (full, light, *picks)], losses, strict=True))
+                losses = self.sandwich_losses([nets[q.name] for q in step_points], x0, text, pooled)
+            losses = dict(zip([q.name for q in step_points], losses, strict=True))
             loss = sum(torch.log(v) for v in losses.values()) if p.loss_balance == "log" else sum(losses.values())
             self.dit_opt.zero_grad(set_to_none=True)
             loss.backward()
