@@ -1,0 +1,93 @@
+"""Wall time of one demo training step (the sandwich rule's three networks, forward and backward) under each
+OpenMP wait policy: `PASSIVE` (what `python -m elasticdit.demo.train` sets unless the variable is set) and `ACTIVE`.
+
+python benchmarks/train_step.py [--rounds 3] [--steps 10] [--threads 2] [--json PATH]
+
+The policy is read once, when torch loads OpenMP, so each measurement is a fresh worker process; the policies
+alternate round by round (ACTIVE, PASSIVE, ACTIVE, ...) so that machine load falls on both alike. A step is the
+demo config's r1_d6 + r4_d3 + r2_d4 on a batch of 32 in bf16 autocast, as `Trainer.train_dit` runs it (without
+the optimizer and EMA, which take under 1% of a step).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+POLICIES = ("PASSIVE", "ACTIVE")
+POINTS = ("r1_d6", "r4_d3", "r2_d4")
+
+
+def worker(steps: int, threads: int) -> float:
+    """Median seconds per step in this process, after 3 warm-up steps."""
+    import torch
+
+    from elasticdit.demo.train import Trainer, TrainPlan, training_net
+    from elasticdit.operating_points import operating_points
+    from elasticdit.presets import demo_config
+
+    cfg = demo_config()
+    trainer = Trainer(Path("unused"), cfg, TrainPlan(threads=threads), 0, lambda s: None)
+    points = {q.name: q for q in operating_points(cfg)}
+    nets = [training_net(trainer.models, points[name]) for name in POINTS]
+    t = cfg.transformer
+    x0 = torch.randn(32, t.in_channels, *cfg.latent_size())
+    text, pooled = torch.randn(32, t.text_len, t.text_dim), torch.randn(32, t.pooled_dim)
+
+    def step() -> None:
+        with trainer.autocast():
+            loss = sum(trainer.sandwich_losses(nets, x0, text, pooled))
+        loss.backward()
+
+    for _ in range(3):
+        step()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def measure(policy: str, steps: int, threads: int) -> float:
+    env = os.environ | {"OMP_WAIT_POLICY": policy}
+    cmd = [sys.executable, __file__, "--worker", "--steps", str(steps), "--threads", str(threads)]
+    return float(subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout.strip())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(worker(args.steps, args.threads))
+        return 0
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from common import print_table
+
+    runs: dict[str, list[float]] = {p: [] for p in POLICIES}
+    for k in range(args.rounds):
+        for policy in POLICIES if k % 2 else reversed(POLICIES):
+            runs[policy].append(measure(policy, args.steps, args.threads))
+    medians = {p: statistics.median(v) for p, v in runs.items()}
+    rows = [[p, medians[p], min(runs[p]), max(runs[p]), medians[p] / medians["PASSIVE"]] for p in POLICIES]
+    print_table(["OMP_WAIT_POLICY", "s/step (median)", "min", "max", "vs PASSIVE"], rows)
+    if args.json:
+        report = {"points": POINTS, "threads": args.threads, "steps": args.steps, "runs_s": runs}
+        args.json.write_text(json.dumps(report | {"median_s": medians}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
