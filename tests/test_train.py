@@ -323,3 +323,10 @@ def test_distilled_points_learn_the_full_points_prediction(distill):
 def test_plan_refuses_a_distill_weight_outside_0_1():
     with pytest.raises(ValueError, match=r"distill must be in \[0, 1\], got 1.5"):
         TrainPlan(distill=1.5)
+
+
+def test_resume_refuses_another_distill_weight(tmp_path):
+    plan = dataclasses.replace(PLAN, vae_steps=4, dit_steps=0, distill=0.5)
+    train(tmp_path / "k", CFG, plan, seed=1, log=lambda s: None)
+    with pytest.raises(ValueError, match="trained with distill 0.5; not resuming"):
+        train(tmp_path / "k", CFG, dataclasses.replace(plan, distill=0.0), seed=1, resume=True, log=lambda s: None)
