@@ -1,12 +1,14 @@
 """Wall time of one demo training step (the sandwich rule's three networks, forward and backward) under each
-OpenMP wait policy: `PASSIVE` (what `python -m elasticdit.demo.train` sets unless the variable is set) and `ACTIVE`.
+OpenMP wait policy, `PASSIVE` (what `python -m elasticdit.demo.train` sets unless the variable is set) and
+`ACTIVE`; with the matmuls in bfloat16 autocast (`TrainPlan.bf16`, the default) or float32; and with LayerNorm and
+GELU spelled out as they are exported or as PyTorch's fused kernels (`TrainPlan.fused_kernels`, the default).
 
 python benchmarks/train_step.py [--rounds 3] [--steps 10] [--threads 2] [--json PATH]
 
-The policy is read once, when torch loads OpenMP, so each measurement is a fresh worker process; the policies
-alternate round by round (ACTIVE, PASSIVE, ACTIVE, ...) so that machine load falls on both alike. A step is the
-demo config's r1_d6 + r4_d3 + r2_d4 on a batch of 32 in bf16 autocast, as `Trainer.train_dit` runs it (without
-the optimizer and EMA, which take under 1% of a step).
+The policy is read once, when torch loads OpenMP, so each measurement is a fresh worker process; the variants
+take turns round by round, in reverse order every other round, so that machine load falls on all alike. A step
+is the demo config's r1_d6 + r4_d3 + r2_d4 on a batch of 32, as `Trainer.train_dit` runs it (without the
+optimizer and EMA, which take under 1% of a step).
 """
 
 from __future__ import annotations
@@ -20,11 +22,18 @@ import sys
 import time
 from pathlib import Path
 
-POLICIES = ("PASSIVE", "ACTIVE")
+# name: (OMP_WAIT_POLICY, bf16 autocast, fused kernels); the first is how the shipped checkpoint trained, the
+# ratios' base
+VARIANTS = {
+    "PASSIVE bf16 spelled-out": ("PASSIVE", True, False),
+    "ACTIVE bf16 spelled-out": ("ACTIVE", True, False),
+    "ACTIVE bf16 fused": ("ACTIVE", True, True),
+    "ACTIVE fp32 fused": ("ACTIVE", False, True),
+}
 POINTS = ("r1_d6", "r4_d3", "r2_d4")
 
 
-def worker(steps: int, threads: int) -> float:
+def worker(steps: int, threads: int, bf16: bool, fused: bool) -> float:
     """Median seconds per step in this process, after 3 warm-up steps."""
     import torch
 
@@ -33,7 +42,8 @@ def worker(steps: int, threads: int) -> float:
     from elasticdit.presets import demo_config
 
     cfg = demo_config()
-    trainer = Trainer(Path("unused"), cfg, TrainPlan(threads=threads), 0, lambda s: None)
+    plan = TrainPlan(threads=threads, bf16=bf16, fused_kernels=fused)
+    trainer = Trainer(Path("unused"), cfg, plan, 0, lambda s: None)
     points = {q.name: q for q in operating_points(cfg)}
     nets = [training_net(trainer.models, points[name]) for name in POINTS]
     t = cfg.transformer
@@ -41,7 +51,7 @@ def worker(steps: int, threads: int) -> float:
     text, pooled = torch.randn(32, t.text_len, t.text_dim), torch.randn(32, t.pooled_dim)
 
     def step() -> None:
-        with trainer.autocast():
+        with trainer.kernels():
             loss = sum(trainer.sandwich_losses(nets, x0, text, pooled))
         loss.backward()
 
@@ -55,9 +65,11 @@ def worker(steps: int, threads: int) -> float:
     return statistics.median(times)
 
 
-def measure(policy: str, steps: int, threads: int) -> float:
+def measure(variant: str, steps: int, threads: int) -> float:
+    policy, bf16, fused = VARIANTS[variant]
     env = os.environ | {"OMP_WAIT_POLICY": policy}
     cmd = [sys.executable, __file__, "--worker", "--steps", str(steps), "--threads", str(threads)]
+    cmd += ([] if bf16 else ["--fp32"]) + ([] if fused else ["--spelled-out"])
     return float(subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout.strip())
 
 
@@ -68,23 +80,27 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--fp32", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--spelled-out", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(worker(args.steps, args.threads))
+        print(worker(args.steps, args.threads, bf16=not args.fp32, fused=not args.spelled_out))
         return 0
 
     sys.path.insert(0, str(Path(__file__).parent))
     from common import print_table
 
-    runs: dict[str, list[float]] = {p: [] for p in POLICIES}
+    names = list(VARIANTS)
+    runs: dict[str, list[float]] = {v: [] for v in names}
     for k in range(args.rounds):
-        for policy in POLICIES if k % 2 else reversed(POLICIES):
-            runs[policy].append(measure(policy, args.steps, args.threads))
-    medians = {p: statistics.median(v) for p, v in runs.items()}
-    rows = [[p, medians[p], min(runs[p]), max(runs[p]), medians[p] / medians["PASSIVE"]] for p in POLICIES]
-    print_table(["OMP_WAIT_POLICY", "s/step (median)", "min", "max", "vs PASSIVE"], rows)
+        for variant in reversed(names) if k % 2 else names:
+            runs[variant].append(measure(variant, args.steps, args.threads))
+    medians = {v: statistics.median(r) for v, r in runs.items()}
+    base = medians[names[0]]
+    rows = [[v, medians[v], min(runs[v]), max(runs[v]), medians[v] / base] for v in names]
+    print_table(["variant", "s/step (median)", "min", "max", f"vs {names[0]}"], rows)
     if args.json:
-        report = {"points": POINTS, "threads": args.threads, "steps": args.steps, "runs_s": runs}
+        report = {"points": POINTS, "threads": args.threads, "steps": args.steps, "variants": VARIANTS, "runs_s": runs}
         args.json.write_text(json.dumps(report | {"median_s": medians}, indent=2))
     return 0
 

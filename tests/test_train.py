@@ -25,6 +25,7 @@ from elasticdit.demo.train import (
     train,
     training_net,
 )
+from elasticdit.model.layers import LayerNorm, fused_kernels, gelu_tanh
 from elasticdit.model.pipeline import build_models
 from elasticdit.model.sampler import training_pair
 from elasticdit.model.text_encoder import tokenize
@@ -330,3 +331,36 @@ def test_resume_refuses_another_distill_weight(tmp_path):
     train(tmp_path / "k", CFG, plan, seed=1, log=lambda s: None)
     with pytest.raises(ValueError, match="trained with distill 0.5; not resuming"):
         train(tmp_path / "k", CFG, dataclasses.replace(plan, distill=0.0), seed=1, resume=True, log=lambda s: None)
+
+
+def test_fused_kernels_give_the_exported_formulations_outputs_and_gradients():
+    """Training runs LayerNorm and GELU as PyTorch's fused kernels; the exported graphs spell them out. Both are
+    the same maths: the full point's and the text encoder's outputs and every gradient agree to float rounding."""
+    models = build_models(CFG)
+    params = [*models.transformer.parameters(), *models.text_encoder.parameters()]
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in params:
+            p.normal_(std=0.2)  # adaLN-Zero's zeros would hide the norms behind zero modulation
+    net = training_net(models, full_point(CFG))
+    x = torch.randn(3, CFG.transformer.in_channels, *CFG.latent_size())
+    tokens = torch.tensor([tokenize("a red circle", CFG.text_encoder.vocab, CFG.transformer.text_len)] * 3)
+    sigma = torch.tensor([0.2, 0.5, 0.9])
+
+    def run() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        out = net(x, sigma, *models.text_encoder(tokens))
+        grads = torch.autograd.grad(out.square().mean(), params, allow_unused=True)
+        return out, [g if g is not None else torch.zeros_like(p) for g, p in zip(grads, params, strict=True)]
+
+    spelled_out, spelled_grads = run()
+    with fused_kernels():
+        fused, fused_grads = run()
+    torch.testing.assert_close(fused, spelled_out, rtol=1e-4, atol=1e-5)
+    for f, s in zip(fused_grads, spelled_grads, strict=True):
+        torch.testing.assert_close(f, s, rtol=1e-3, atol=1e-5)
+    # and the fused path is the one taken inside the context only
+    x = torch.randn(2, 8, requires_grad=True)
+    with fused_kernels():
+        names = [LayerNorm(8)(x).grad_fn.name(), gelu_tanh(x).grad_fn.name()]
+    assert names == ["NativeLayerNormBackward0", "GeluBackward0"]
+    assert LayerNorm(8)(x).grad_fn.name() == "MulBackward0" and gelu_tanh(x).grad_fn.name() == "MulBackward0"

@@ -21,6 +21,7 @@ exactly reproducible from the seed, and a resumed run equals an uninterrupted on
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -28,6 +29,7 @@ import os
 import random
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,7 @@ from torch import nn
 
 from ..checkpoint import save_checkpoint
 from ..config import ModelConfig
+from ..model.layers import fused_kernels
 from ..model.pipeline import Models, build_models
 from ..model.sampler import training_pair
 from ..model.text_encoder import tokenize
@@ -119,6 +122,9 @@ class TrainPlan:
     log_every: int = 10
     threads: int = 2
     bf16: bool = True  # autocast matmuls and convolutions to bfloat16 (float32 master weights)
+    # LayerNorm and tanh-GELU as PyTorch's fused kernels (layers.fused_kernels), not the export formulation's
+    # spelled-out forms (checkpoints before 2026-12-01); same maths to float rounding
+    fused_kernels: bool = True
     dtype: str = "float16"  # of the written checkpoint
 
     def __post_init__(self) -> None:
@@ -340,8 +346,12 @@ class Trainer:
 
     # ---- bookkeeping
 
-    def autocast(self):
-        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.plan.bf16)
+    @contextlib.contextmanager
+    def kernels(self) -> Iterator[None]:
+        """How the training passes compute: bfloat16 autocast and fused kernels, as the plan says."""
+        fused = fused_kernels() if self.plan.fused_kernels else contextlib.nullcontext()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.plan.bf16), fused:
+            yield
 
     def _tick(self) -> None:
         now = time.monotonic()
@@ -446,7 +456,7 @@ class Trainer:
             idx = torch.randint(n, (p.vae_batch,), generator=self.generator)
             top, left = (torch.randint(size - crop + 1, (2,), generator=self.generator) // 8 * 8).tolist()
             x = to_unit(images[idx, :, top : top + crop, left : left + crop]) * 2.0 - 1.0
-            with self.autocast():
+            with self.kernels():
                 z = vae.encoder(x).float()
                 std = z.detach().std()
                 noise = torch.randn(z.shape, generator=self.generator) * std * p.latent_noise
@@ -479,7 +489,7 @@ class Trainer:
     def encode_scenes(self) -> None:
         """Every training scene's latent (unscaled), once; their mean/std give the scaling and shift factors."""
         images = self.images()
-        with self.autocast():
+        with self.kernels():
             latents = torch.cat([self.models.vae.encode(to_unit(b)).float() for b in images.split(256)])
         shift = float(latents.mean())
         scale = float(1.0 / latents.std())
@@ -555,7 +565,7 @@ class Trainer:
             picks = [g[int(torch.randint(len(g), (1,), generator=self.generator))] for g in per_ratio]
             picks.append(self.pick(others, weights))
             step_points = (full, light, *picks)
-            with self.autocast():
+            with self.kernels():
                 text, pooled = m.text_encoder(tokens)
                 losses = self.sandwich_losses([nets[q.name] for q in step_points], x0, text, pooled)
             losses = dict(zip([q.name for q in step_points], losses, strict=True))
