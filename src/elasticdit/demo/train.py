@@ -112,8 +112,9 @@ class TrainPlan:
     token_embedding_std: float | None = 0.02
     # "separate": every ratio's patch embedding and output projection are their own parameters; "shared": ratio r's
     # are ratio 1's resized plus a learned difference (shared_projections.py), so ratio 1's gradient every step
-    # also trains the ratios the sandwich rule seldom picks; the checkpoint stores plain per-ratio tensors either way
-    ratio_projections: str = "separate"
+    # also trains the ratios the sandwich rule seldom picks; the checkpoint stores plain per-ratio tensors either way.
+    # "shared" since 2026-12-01 (it lifted ratio 2 from 0.08-0.16 to 0.32-0.41: benchmarks/RESULTS.md)
+    ratio_projections: str = "shared"
     # in-place distillation (the sandwich rule's companion in slimmable networks): the other points train on the
     # full point's noise and timesteps, towards `distill` x its detached prediction + (1 - distill) x the data's
     # velocity; 0 trains every point on the data alone, each with its own noise
