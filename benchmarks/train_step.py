@@ -33,14 +33,15 @@ VARIANTS = {
 POINTS = ("r1_d6", "r4_d3", "r2_d4")
 
 
-def worker(steps: int, threads: int, bf16: bool, fused: bool) -> float:
-    """Median seconds per step in this process, after 3 warm-up steps."""
+def worker(variant: str, steps: int, threads: int) -> float:
+    """Median seconds per step in this process (started with the variant's wait policy), after 3 warm-up steps."""
     import torch
 
     from elasticdit.demo.train import Trainer, TrainPlan, training_net
     from elasticdit.operating_points import operating_points
     from elasticdit.presets import demo_config
 
+    _, bf16, fused = VARIANTS[variant]
     cfg = demo_config()
     plan = TrainPlan(threads=threads, bf16=bf16, fused_kernels=fused)
     trainer = Trainer(Path("unused"), cfg, plan, 0, lambda s: None)
@@ -66,10 +67,8 @@ def worker(steps: int, threads: int, bf16: bool, fused: bool) -> float:
 
 
 def measure(variant: str, steps: int, threads: int) -> float:
-    policy, bf16, fused = VARIANTS[variant]
-    env = os.environ | {"OMP_WAIT_POLICY": policy}
-    cmd = [sys.executable, __file__, "--worker", "--steps", str(steps), "--threads", str(threads)]
-    cmd += ([] if bf16 else ["--fp32"]) + ([] if fused else ["--spelled-out"])
+    env = os.environ | {"OMP_WAIT_POLICY": VARIANTS[variant][0]}
+    cmd = [sys.executable, __file__, "--worker", variant, "--steps", str(steps), "--threads", str(threads)]
     return float(subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout.strip())
 
 
@@ -79,12 +78,10 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--fp32", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--spelled-out", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=VARIANTS, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(worker(args.steps, args.threads, bf16=not args.fp32, fused=not args.spelled_out))
+        print(worker(args.worker, args.steps, args.threads))
         return 0
 
     sys.path.insert(0, str(Path(__file__).parent))
