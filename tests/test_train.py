@@ -22,6 +22,7 @@ from elasticdit.demo.train import (
     init_weights,
     main,
     parse_category_weights,
+    saved_plan,
     train,
     training_net,
 )
@@ -220,6 +221,15 @@ def test_resume_refuses_another_layout(tmp_path):
     trainer = Trainer(tmp_path / "d", CFG, dataclasses.replace(plan, layout="slots"), seed=1, log=lambda s: None)
     with pytest.raises(ValueError, match="belongs to another run"):
         trainer.load_latents()  # the cached latents are of the free-layout scenes
+
+
+def test_resume_refuses_another_pick_weight_and_old_states_read_as_uniform(tmp_path):
+    plan = dataclasses.replace(PLAN, vae_steps=4, dit_steps=0, uncovered_weight=3.0)
+    train(tmp_path / "u", CFG, plan, seed=1, log=lambda s: None)
+    uniform = dataclasses.replace(plan, uncovered_weight=1.0)
+    with pytest.raises(ValueError, match="trained with uncovered_weight 3.0; not resuming"):
+        train(tmp_path / "u", CFG, uniform, seed=1, resume=True, log=lambda s: None)
+    assert saved_plan({})["uncovered_weight"] == 1.0  # states saved before the field existed picked uniformly
 
 
 def test_command_line_writes_a_checkpoint(tmp_path, capsys, monkeypatch):

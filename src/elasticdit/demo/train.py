@@ -61,8 +61,9 @@ LEGACY_PLAN: dict[str, Any] = {
     "category_weights": {},
     "ratio_projections": "separate",
     "distill": 0.0,
+    "uncovered_weight": 1.0,
 }
-RESUME_MUST_MATCH = ("layout", "category_weights", "ratio_projections", "distill")
+RESUME_MUST_MATCH = ("layout", "category_weights", "ratio_projections", "distill", "uncovered_weight")
 
 
 def saved_plan(saved: dict[str, Any]) -> dict[str, Any]:
@@ -104,8 +105,9 @@ class TrainPlan:
     # train only when the random pick lands on them)
     sandwich: str = "three"
     # the random pick's weight for points of a compression ratio neither the full nor the lightest point has (the
-    # others weigh 1): those points' patch embedding and output projection train only when picked
-    uncovered_weight: float = 1.0
+    # others weigh 1): no point of that ratio trains unless picked. 3 since 2026-12-01 (with shared projections it
+    # lifted ratio 2 and the full point; 1, uniform, before: benchmarks/RESULTS.md)
+    uncovered_weight: float = 3.0
     # initial std of the text encoder's token embedding, the position embedding's scale as in CLIP; None keeps
     # PyTorch's N(0, 1) (checkpoints before 2026-11-28), where the position code is too weak at the start to tell
     # "a red circle and a blue square" from "a blue circle and a red square"
@@ -610,7 +612,7 @@ class Trainer:
         return [F.mse_loss(predicted, target), *rest]
 
     def pick(self, points: list[OperatingPoint], weights: torch.Tensor) -> OperatingPoint:
-        if bool((weights == 1.0).all()):  # uniform: the draw the shipped checkpoint was trained with
+        if bool((weights == 1.0).all()):  # uniform: the draw of the checkpoints before 2026-12-01
             return points[int(torch.randint(len(points), (1,), generator=self.generator))]
         return points[int(torch.multinomial(weights, 1, generator=self.generator))]
 
