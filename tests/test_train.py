@@ -22,6 +22,7 @@ from elasticdit.demo.train import (
     init_weights,
     main,
     parse_category_weights,
+    random_picks,
     saved_plan,
     train,
     training_net,
@@ -203,6 +204,17 @@ def test_uncovered_weight_steers_the_random_pick_to_the_middle_ratio():
     assert abs(share(3.0) - weighted) < 0.05
 
 
+def test_pick_weights_replace_the_rule_for_the_named_points():
+    cfg = dataclasses.replace(CFG, elastic=dataclasses.replace(CFG.elastic, compression_ratios=(1, 2, 4)))
+    plan = dataclasses.replace(PLAN, uncovered_weight=3.0, pick_weights={})
+    _, others, rule = random_picks(cfg, plan)
+    named = others[0].name
+    _, same, weights = random_picks(cfg, dataclasses.replace(plan, pick_weights={named: 5.0}))
+    assert same == others
+    expected = [5.0 if q.name == named else (3.0 if q.ratio == 2 else 1.0) for q in others]
+    assert rule.tolist() == [3.0 if q.ratio == 2 else 1.0 for q in others] and weights.tolist() == expected
+
+
 def test_resume_and_latents_refuse_other_category_weights(tmp_path):
     plan = dataclasses.replace(PLAN, vae_steps=4, dit_steps=0, category_weights={"position": 2})
     train(tmp_path / "w", CFG, plan, seed=1, log=lambda s: None)
@@ -248,6 +260,10 @@ def test_command_line_writes_a_checkpoint(tmp_path, capsys, monkeypatch):
         (["--uncovered-weight", "0"], "uncovered_weight must be positive, got 0.0"),
         (["--token-embedding-std", "-1"], "token_embedding_std must be positive, got -1.0"),
         (["--distill", "-0.1"], "distill must be in [0, 1], got -0.1"),
+        (["--pick-weight", "r1_d3"], "POINT=W with a number W, got 'r1_d3'"),
+        (["--pick-weight", "r1_d3=x"], "POINT=W with a number W, got 'r1_d3=x'"),
+        (["--pick-weight", "r1_d3=0"], "the pick weight of r1_d3 must be positive and finite, got 0.0"),
+        (["--pick-weight", "r1_d3=inf"], "the pick weight of r1_d3 must be positive and finite, got inf"),
     ],
 )
 def test_command_line_refuses_bad_plan_values(tmp_path, capsys, args, message):
@@ -255,6 +271,16 @@ def test_command_line_refuses_bad_plan_values(tmp_path, capsys, args, message):
         main(["--out", str(tmp_path / "bad"), *args])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_command_line_refuses_a_pick_weight_no_pick_can_take(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("elasticdit.presets.demo_config", lambda: CFG)
+    full = full_point(CFG).name
+    assert main(["--out", str(tmp_path / "bad"), "--pick-weight", f"{full}=2", "--pick-weight", "r9_d9=2"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: no random pick can land on {', '.join(sorted([full, 'r9_d9']))}; pick weights")
+    assert err.count("\n") == 1
     assert not (tmp_path / "bad").exists()
 
 

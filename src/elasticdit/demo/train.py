@@ -62,8 +62,9 @@ LEGACY_PLAN: dict[str, Any] = {
     "ratio_projections": "separate",
     "distill": 0.0,
     "uncovered_weight": 1.0,
+    "pick_weights": {},
 }
-RESUME_MUST_MATCH = ("layout", "category_weights", "ratio_projections", "distill", "uncovered_weight")
+RESUME_MUST_MATCH = ("layout", "category_weights", "ratio_projections", "distill", "uncovered_weight", "pick_weights")
 
 
 def saved_plan(saved: dict[str, Any]) -> dict[str, Any]:
@@ -108,6 +109,8 @@ class TrainPlan:
     # others weigh 1): no point of that ratio trains unless picked. 3 since 2026-12-01 (with shared projections it
     # lifted ratio 2 and the full point; 1, uniform, before: benchmarks/RESULTS.md)
     uncovered_weight: float = 3.0
+    # the random pick's weight of named points, in place of the rule above ({"r1_d3": 3.0, ...})
+    pick_weights: dict[str, float] = dataclasses.field(default_factory=dict)
     # initial std of the text encoder's token embedding, the position embedding's scale as in CLIP; None keeps
     # PyTorch's N(0, 1) (checkpoints before 2026-11-28), where the position code is too weak at the start to tell
     # "a red circle and a blue square" from "a blue circle and a red square"
@@ -135,6 +138,9 @@ class TrainPlan:
         category_cycle(self.category_weights)
         if not self.uncovered_weight > 0:
             raise ValueError(f"uncovered_weight must be positive, got {self.uncovered_weight}")
+        for name, weight in self.pick_weights.items():
+            if not (weight > 0 and math.isfinite(weight)):
+                raise ValueError(f"the pick weight of {name} must be positive and finite, got {weight}")
         if self.token_embedding_std is not None and not self.token_embedding_std > 0:
             raise ValueError(f"token_embedding_std must be positive, got {self.token_embedding_std}")
         if self.sandwich not in SANDWICHES:
@@ -312,12 +318,34 @@ class EMA:
 # ---------------------------------------------------------------------------------------------- trainer
 
 
+def random_picks(
+    cfg: ModelConfig, plan: TrainPlan
+) -> tuple[list[list[OperatingPoint]], list[OperatingPoint], torch.Tensor]:
+    """What each step adds to the full and the lightest point: with sandwich "ratios" one point of each group
+    (a compression ratio neither has), and one of the others drawn with the returned weights."""
+    points = operating_points(cfg)
+    full, light = full_point(cfg), lightest_point(cfg)
+    uncovered = sorted({q.ratio for q in points} - {full.ratio, light.ratio}) if plan.sandwich == "ratios" else []
+    per_ratio = [[q for q in points if q.ratio == r] for r in uncovered]
+    others = [q for q in points if q not in (full, light) and q.ratio not in uncovered] or [full]
+    unknown = sorted(set(plan.pick_weights) - {q.name for q in others})
+    if unknown:
+        raise ValueError(
+            f"no random pick can land on {', '.join(unknown)}; pick weights name one of "
+            f"{', '.join(q.name for q in others)}"
+        )
+    default = [plan.uncovered_weight if q.ratio not in (full.ratio, light.ratio) else 1.0 for q in others]
+    weights = torch.tensor([plan.pick_weights.get(q.name, w) for q, w in zip(others, default, strict=True)])
+    return per_ratio, others, weights
+
+
 class Trainer:
     def __init__(self, out: Path, cfg: ModelConfig, plan: TrainPlan, seed: int, log=print):
         if cfg.vae is None or cfg.text_encoder is None or not cfg.vae.has_encoder:
             raise ValueError("the demo trains a config with a T-DVAE (with encoder) and a text encoder")
         self.out, self.cfg, self.plan, self.seed, self.log_fn = Path(out), cfg, plan, seed, log
         self.shared = plan.ratio_projections == "shared"
+        self.per_ratio, self.others, self.pick_weights = random_picks(cfg, plan)
         self.out.mkdir(parents=True, exist_ok=True)
         torch.set_num_threads(plan.threads)
         torch.manual_seed(seed)
@@ -542,13 +570,7 @@ class Trainer:
         empty = torch.tensor(tokenize("", self.cfg.text_encoder.vocab, self.cfg.transformer.text_len))
         points = operating_points(self.cfg)
         full, light = full_point(self.cfg), lightest_point(self.cfg)
-        uncovered = sorted({q.ratio for q in points} - {full.ratio, light.ratio}) if p.sandwich == "ratios" else []
-        per_ratio = [[q for q in points if q.ratio == r] for r in uncovered]
-        others = [q for q in points if q not in (full, light) and q.ratio not in uncovered]
-        others = others or [full]
-        weights = torch.tensor(
-            [p.uncovered_weight if q.ratio not in (full.ratio, light.ratio) else 1.0 for q in others]
-        )
+        per_ratio, others, weights = self.per_ratio, self.others, self.pick_weights
         nets = {q.name: training_net(m, q, self.shared) for q in points}
         m.transformer.train()
         m.text_encoder.train()
@@ -684,6 +706,20 @@ def parse_category_weights(items: list[str]) -> dict[str, int]:
     return weights
 
 
+def parse_pick_weights(items: list[str]) -> dict[str, float]:
+    """["r1_d3=3", ...] -> {"r1_d3": 3.0}; the names are checked against the config by the Trainer."""
+    weights = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            weights[name.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"--pick-weight wants POINT=W with a number W, got {item!r}") from None
+        if not sep or not name.strip():
+            raise ValueError(f"--pick-weight wants POINT=W with a number W, got {item!r}")
+    return weights
+
+
 def main(argv: list[str] | None = None, cfg: ModelConfig | None = None) -> int:
     """The training command; `cfg` (default `presets.demo_config()`) is the design trained."""
     if "OMP_WAIT_POLICY" not in os.environ and argv is None:
@@ -727,6 +763,13 @@ def main(argv: list[str] | None = None, cfg: ModelConfig | None = None) -> int:
         help="random pick's weight for points of a ratio neither the full nor the lightest point has (others: 1)",
     )
     parser.add_argument(
+        "--pick-weight",
+        action="append",
+        default=[],
+        metavar="POINT=W",
+        help="the random pick's weight of one operating point, in place of the --uncovered-weight rule (repeatable)",
+    )
+    parser.add_argument(
         "--token-embedding-std",
         type=float,
         default=TrainPlan.token_embedding_std,
@@ -761,6 +804,7 @@ def main(argv: list[str] | None = None, cfg: ModelConfig | None = None) -> int:
             sandwich=args.sandwich,
             category_weights=parse_category_weights(args.category_weight),
             uncovered_weight=args.uncovered_weight,
+            pick_weights=parse_pick_weights(args.pick_weight),
             token_embedding_std=args.token_embedding_std,
             ratio_projections=args.ratio_projections,
             distill=args.distill,
@@ -769,7 +813,11 @@ def main(argv: list[str] | None = None, cfg: ModelConfig | None = None) -> int:
         parser.error(str(e))
     if args.steps:
         plan = dataclasses.replace(plan, minutes=None, vae_steps=args.steps[0], dit_steps=args.steps[1])
-    path = train(args.out, cfg, plan, seed=args.seed, resume=args.resume, log=lambda s: print(s, flush=True))
+    try:
+        path = train(args.out, cfg, plan, seed=args.seed, resume=args.resume, log=lambda s: print(s, flush=True))
+    except ValueError as e:  # a plan this config cannot take, or OUT holds another run: refused before writing
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     print(f"wrote {path}", flush=True)
     return 0
 
