@@ -19,6 +19,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -44,7 +45,8 @@ def worker(variant: str, steps: int, threads: int) -> float:
     _, bf16, fused = VARIANTS[variant]
     cfg = demo_config()
     plan = TrainPlan(threads=threads, bf16=bf16, fused_kernels=fused)
-    trainer = Trainer(Path("unused"), cfg, plan, 0, lambda s: None)
+    scratch = tempfile.TemporaryDirectory()  # the Trainer makes its output folder; a step writes nothing there
+    trainer = Trainer(Path(scratch.name), cfg, plan, 0, lambda s: None)
     points = {q.name: q for q in operating_points(cfg)}
     nets = [training_net(trainer.models, points[name]) for name in POINTS]
     t = cfg.transformer

@@ -188,14 +188,14 @@ def test_token_embedding_std_sets_the_text_encoders_starting_scale():
         TrainPlan(token_embedding_std=0.0)
 
 
-def test_uncovered_weight_steers_the_random_pick_to_the_middle_ratio():
+def test_uncovered_weight_steers_the_random_pick_to_the_middle_ratio(tmp_path):
     cfg = dataclasses.replace(CFG, elastic=dataclasses.replace(CFG.elastic, compression_ratios=(1, 2, 4)))
     points = operating_points(cfg)
     others = [q for q in points if q not in (full_point(cfg), lightest_point(cfg))]
     middle = sum(q.ratio == 2 for q in others) / len(others)
 
     def share(weight: float) -> float:
-        trainer = Trainer(Path("unused"), cfg, dataclasses.replace(PLAN, uncovered_weight=weight), 0, lambda s: None)
+        trainer = Trainer(tmp_path, cfg, dataclasses.replace(PLAN, uncovered_weight=weight), 0, lambda s: None)
         weights = torch.tensor([weight if q.ratio == 2 else 1.0 for q in others])
         return sum(trainer.pick(others, weights).ratio == 2 for _ in range(2000)) / 2000
 
@@ -330,11 +330,11 @@ def test_variant_script_trains_the_named_design(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("distill", [1.0, 0.5])
-def test_distilled_points_learn_the_full_points_prediction(distill):
+def test_distilled_points_learn_the_full_points_prediction(distill, tmp_path):
     """The other points share the full point's noise and timesteps and aim at the lerp of the data's velocity and
     the full point's detached prediction: a copy of the full network has loss (1 - distill)^2 x the full point's."""
     plan = dataclasses.replace(PLAN, distill=distill)
-    trainer = Trainer(Path("unused"), CFG, plan, 0, lambda s: None)
+    trainer = Trainer(tmp_path, CFG, plan, 0, lambda s: None)
     full = training_net(trainer.models, full_point(CFG))
     with torch.no_grad():
         for p in full.parameters():
@@ -352,7 +352,7 @@ def test_distilled_points_learn_the_full_points_prediction(distill):
     (g_own,) = torch.autograd.grad(own, weight, retain_graph=True)
     (g_copy,) = torch.autograd.grad(copy, weight, retain_graph=True)
     torch.testing.assert_close(g_copy, (1 - distill) * g_own)
-    separate = Trainer(Path("unused"), CFG, PLAN, 0, lambda s: None)
+    separate = Trainer(tmp_path, CFG, PLAN, 0, lambda s: None)
     own, copy, _ = separate.sandwich_losses([full, full, lightest], x0, text, pooled)
     assert not torch.isclose(own, copy), "without distillation every point draws its own noise"
 
