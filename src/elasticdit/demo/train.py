@@ -29,7 +29,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -695,29 +695,35 @@ def train(
     return trainer.run(resume)
 
 
-def parse_category_weights(items: list[str]) -> dict[str, int]:
-    """["position=2", ...] -> {"position": 2}; the names and values are checked by TrainPlan."""
-    weights = {}
+def parse_assignments(items: list[str], usage: str, convert: Callable[[str], Any]) -> dict[str, Any]:
+    """["name=value", ...] -> {name: convert(value)}; a missing name or `=`, or a value `convert` refuses
+    (ValueError), is the error `usage`, given the item."""
+    values = {}
     for item in items:
         name, sep, value = item.partition("=")
-        if not sep or not value.strip().isdigit():
-            raise ValueError(f"--category-weight wants CATEGORY=N with a positive integer N, got {item!r}")
-        weights[name.strip()] = int(value)
-    return weights
+        try:
+            if not sep or not name.strip():
+                raise ValueError
+            values[name.strip()] = convert(value)
+        except ValueError:
+            raise ValueError(f"{usage}, got {item!r}") from None
+    return values
+
+
+def unsigned_int(text: str) -> int:
+    if not text.strip().isdigit():
+        raise ValueError(text)
+    return int(text)
+
+
+def parse_category_weights(items: list[str]) -> dict[str, int]:
+    """["position=2", ...] -> {"position": 2}; the names and values are checked by TrainPlan."""
+    return parse_assignments(items, "--category-weight wants CATEGORY=N with a positive integer N", unsigned_int)
 
 
 def parse_pick_weights(items: list[str]) -> dict[str, float]:
     """["r1_d3=3", ...] -> {"r1_d3": 3.0}; the names are checked against the config by the Trainer."""
-    weights = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        try:
-            weights[name.strip()] = float(value)
-        except ValueError:
-            raise ValueError(f"--pick-weight wants POINT=W with a number W, got {item!r}") from None
-        if not sep or not name.strip():
-            raise ValueError(f"--pick-weight wants POINT=W with a number W, got {item!r}")
-    return weights
+    return parse_assignments(items, "--pick-weight wants POINT=W with a number W", float)
 
 
 def main(argv: list[str] | None = None, cfg: ModelConfig | None = None) -> int:
