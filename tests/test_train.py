@@ -142,7 +142,7 @@ def test_resume_refuses_another_seed(tmp_path):
         train(tmp_path / "c", CFG, plan, seed=2, resume=True, log=lambda s: None)
 
 
-@pytest.mark.parametrize("sandwich", ["three", "ratios"])
+@pytest.mark.parametrize("sandwich", ["three", "ratios", "ratio-lightest"])
 def test_sandwich_trains_full_lightest_and_for_ratios_every_middle_ratio(tmp_path, sandwich):
     cfg = dataclasses.replace(CFG, elastic=dataclasses.replace(CFG.elastic, compression_ratios=(1, 2, 4)))
     plan = dataclasses.replace(PLAN, vae_steps=2, dit_steps=8, sandwich=sandwich)
@@ -154,6 +154,8 @@ def test_sandwich_trains_full_lightest_and_for_ratios_every_middle_ratio(tmp_pat
     middle = [sum(name.startswith("r2_") for name in names) for names in steps]
     if sandwich == "ratios":
         assert all(len(names) == 4 for names in steps) and middle == [1] * len(steps)
+    elif sandwich == "ratio-lightest":  # ratio 2's lightest every step, and the random pick one of the rest
+        assert all(len(names) == 4 and "r2_d2" in names for names in steps)
     else:
         assert all(len(names) == 3 for names in steps) and max(middle) <= 1
 

@@ -53,7 +53,7 @@ STATE_FILE = "state.pt"
 LATENTS_FILE = "latents.pt"
 LOG_FILE = "log.jsonl"
 CHECKPOINT_FILE = "demo.safetensors"
-SANDWICHES = ("three", "ratios")
+SANDWICHES = ("three", "ratios", "ratio-lightest")
 RATIO_PROJECTIONS = ("separate", "shared")
 # what runs and latents saved before TrainPlan had these fields were trained with
 LEGACY_PLAN: dict[str, Any] = {
@@ -63,8 +63,9 @@ LEGACY_PLAN: dict[str, Any] = {
     "distill": 0.0,
     "uncovered_weight": 1.0,
     "pick_weights": {},
+    "sandwich": "three",
 }
-RESUME_MUST_MATCH = ("layout", "category_weights", "ratio_projections", "distill", "uncovered_weight", "pick_weights")
+RESUME_MUST_MATCH = tuple(LEGACY_PLAN)
 
 
 def saved_plan(saved: dict[str, Any]) -> dict[str, Any]:
@@ -103,7 +104,8 @@ class TrainPlan:
     loss_balance: str = "sum"
     # "three": the sandwich rule (full, lightest, one other at random); "ratios": also, every step, one random point
     # of each compression ratio that neither the full nor the lightest point has (their shared projections otherwise
-    # train only when the random pick lands on them)
+    # train only when the random pick lands on them); "ratio-lightest": also, every step, the lightest point of each
+    # such ratio (the sandwich rule's lower bound applied per ratio), the random pick drawn from the rest
     sandwich: str = "three"
     # the random pick's weight for points of a compression ratio neither the full nor the lightest point has (the
     # others weigh 1): no point of that ratio trains unless picked. 3 since 2026-12-01 (with shared projections it
@@ -321,13 +323,17 @@ class EMA:
 def random_picks(
     cfg: ModelConfig, plan: TrainPlan
 ) -> tuple[list[list[OperatingPoint]], list[OperatingPoint], torch.Tensor]:
-    """What each step adds to the full and the lightest point: with sandwich "ratios" one point of each group
-    (a compression ratio neither has), and one of the others drawn with the returned weights."""
+    """What each step adds to the full and the lightest point: one point of each group (with sandwich "ratios", a
+    compression ratio neither has; with "ratio-lightest", that ratio's lightest point alone), and one of the others
+    drawn with the returned weights."""
     points = operating_points(cfg)
     full, light = full_point(cfg), lightest_point(cfg)
-    uncovered = sorted({q.ratio for q in points} - {full.ratio, light.ratio}) if plan.sandwich == "ratios" else []
+    uncovered = sorted({q.ratio for q in points} - {full.ratio, light.ratio}) if plan.sandwich != "three" else []
     per_ratio = [[q for q in points if q.ratio == r] for r in uncovered]
-    others = [q for q in points if q not in (full, light) and q.ratio not in uncovered] or [full]
+    if plan.sandwich == "ratio-lightest":
+        per_ratio = [[min(group, key=lambda q: len(q.blocks))] for group in per_ratio]
+    grouped = {q for group in per_ratio for q in group}
+    others = [q for q in points if q not in (full, light) and q not in grouped] or [full]
     unknown = sorted(set(plan.pick_weights) - {q.name for q in others})
     if unknown:
         raise ValueError(
@@ -753,7 +759,8 @@ def main(argv: list[str] | None = None, cfg: ModelConfig | None = None) -> int:
         "--sandwich",
         choices=SANDWICHES,
         default=TrainPlan.sandwich,
-        help="points per step: full + lightest + one random ('three'), or also one of every other ratio ('ratios')",
+        help="points per step: full + lightest + one random ('three'), also one of every other ratio ('ratios') or "
+        "every other ratio's lightest ('ratio-lightest')",
     )
     parser.add_argument(
         "--category-weight",
