@@ -310,6 +310,20 @@ def test_continue_script_trains_a_finished_run_on(tmp_path, monkeypatch, capsys)
     assert any(not torch.equal(weights[k], moved[k]) for k in weights)  # it trained on
 
 
+def test_continue_script_trains_only_the_named_points_at_the_given_rate(tmp_path, monkeypatch, capsys):
+    script = script_on_tiny_config(monkeypatch, "continue_demo_training")
+    train(tmp_path / "run", CFG, dataclasses.replace(PLAN, dit_steps=2), seed=3, log=lambda s: None)
+    before = len(records(tmp_path / "run"))
+    light = lightest_point(CFG).name
+    args = [str(tmp_path / "run"), "--steps", "4", "--every", "2", "--seed", "3", "--points", light, "--lr", "1e-4"]
+    assert script.main(args) == 0
+    steps = [r for r in records(tmp_path / "run")[before:] if r["phase"] == "dit" and "loss" in r]
+    assert steps and all({k for k in r if k.startswith("loss_")} == {f"loss_{light}"} for r in steps)
+    assert all(0 < r["lr"] <= 1e-4 for r in steps)
+    assert script.main([str(tmp_path / "run"), "--points", "r9_d9"]) == 1
+    assert capsys.readouterr().err.startswith("error: unknown operating point 'r9_d9'")
+
+
 def test_continue_script_refuses_what_it_cannot_continue(tmp_path, monkeypatch, capsys):
     script = script_on_tiny_config(monkeypatch, "continue_demo_training")
     assert script.main([str(tmp_path / "empty")]) == 1

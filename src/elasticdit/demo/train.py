@@ -574,10 +574,7 @@ class Trainer:
         x_all = (self.load_latents() - shift) * scale
         tokens_all = self.prompt_tokens()
         empty = torch.tensor(tokenize("", self.cfg.text_encoder.vocab, self.cfg.transformer.text_len))
-        points = operating_points(self.cfg)
-        full, light = full_point(self.cfg), lightest_point(self.cfg)
-        per_ratio, others, weights = self.per_ratio, self.others, self.pick_weights
-        nets = {q.name: training_net(m, q, self.shared) for q in points}
+        nets = {q.name: training_net(m, q, self.shared) for q in operating_points(self.cfg)}
         m.transformer.train()
         m.text_encoder.train()
         params = [q for group in self.dit_opt.param_groups for q in group["params"]]
@@ -593,9 +590,7 @@ class Trainer:
             x0, tokens = x_all[idx], tokens_all[idx].clone()
             drop = torch.rand(p.dit_batch, generator=self.generator) < p.cfg_dropout
             tokens[drop] = empty
-            picks = [g[int(torch.randint(len(g), (1,), generator=self.generator))] for g in per_ratio]
-            picks.append(self.pick(others, weights))
-            step_points = (full, light, *picks)
+            step_points = self.step_points()
             with self.kernels():
                 text, pooled = m.text_encoder(tokens)
                 losses = self.sandwich_losses([nets[q.name] for q in step_points], x0, text, pooled)
@@ -638,6 +633,12 @@ class Trainer:
         distilled = torch.lerp(target, predicted.detach(), self.plan.distill)
         rest = [F.mse_loss(net(xt, sigma, text, pooled).float(), distilled) for net in nets[1:]]
         return [F.mse_loss(predicted, target), *rest]
+
+    def step_points(self) -> list[OperatingPoint]:
+        """The points one step trains: the full, the lightest, one of each group, one random other."""
+        picks = [g[int(torch.randint(len(g), (1,), generator=self.generator))] for g in self.per_ratio]
+        picks.append(self.pick(self.others, self.pick_weights))
+        return [full_point(self.cfg), lightest_point(self.cfg), *picks]
 
     def pick(self, points: list[OperatingPoint], weights: torch.Tensor) -> OperatingPoint:
         if bool((weights == 1.0).all()):  # uniform: the draw of the checkpoints before 2026-12-01
