@@ -246,6 +246,14 @@ def test_resume_refuses_another_pick_weight_and_old_states_read_as_uniform(tmp_p
     assert saved_plan({})["uncovered_weight"] == 1.0  # states saved before the field existed picked uniformly
 
 
+def test_resume_refuses_another_sandwich_and_old_states_read_as_three(tmp_path):
+    plan = dataclasses.replace(PLAN, vae_steps=4, dit_steps=0, sandwich="ratio-lightest")
+    train(tmp_path / "s", CFG, plan, seed=1, log=lambda s: None)
+    with pytest.raises(ValueError, match="trained with sandwich 'ratio-lightest'; not resuming"):
+        train(tmp_path / "s", CFG, dataclasses.replace(plan, sandwich="three"), seed=1, resume=True, log=lambda s: None)
+    assert saved_plan({})["sandwich"] == "three"
+
+
 def test_command_line_writes_a_checkpoint(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("elasticdit.presets.demo_config", lambda: CFG)
     assert main(["--out", str(tmp_path / "cli"), "--steps", "2", "2", "--scenes", "16", "--seed", "4"]) == 0

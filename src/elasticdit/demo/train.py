@@ -351,6 +351,7 @@ class Trainer:
             raise ValueError("the demo trains a config with a T-DVAE (with encoder) and a text encoder")
         self.out, self.cfg, self.plan, self.seed, self.log_fn = Path(out), cfg, plan, seed, log
         self.shared = plan.ratio_projections == "shared"
+        self.fixed = [full_point(cfg), lightest_point(cfg)]  # trained every step
         self.per_ratio, self.others, self.pick_weights = random_picks(cfg, plan)
         self.out.mkdir(parents=True, exist_ok=True)
         torch.set_num_threads(plan.threads)
@@ -638,7 +639,7 @@ class Trainer:
         """The points one step trains: the full, the lightest, one of each group, one random other."""
         picks = [g[int(torch.randint(len(g), (1,), generator=self.generator))] for g in self.per_ratio]
         picks.append(self.pick(self.others, self.pick_weights))
-        return [full_point(self.cfg), lightest_point(self.cfg), *picks]
+        return [*self.fixed, *picks]
 
     def pick(self, points: list[OperatingPoint], weights: torch.Tensor) -> OperatingPoint:
         if bool((weights == 1.0).all()):  # uniform: the draw of the checkpoints before 2026-12-01
