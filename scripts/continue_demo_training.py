@@ -33,8 +33,8 @@ from elasticdit.presets import demo_config
 class ContinuedRun(Trainer):
     only: list[OperatingPoint] | None = None  # the points every step trains; None: the run's sandwich rule
 
-    def step_points(self) -> list[OperatingPoint]:
-        return self.only if self.only is not None else super().step_points()
+    def step_points(self, progress: float) -> list[OperatingPoint]:
+        return self.only if self.only is not None else super().step_points(progress)
 
     def save_state(self) -> None:
         super().save_state()

@@ -160,6 +160,31 @@ def test_sandwich_trains_full_lightest_and_for_ratios_every_middle_ratio(tmp_pat
         assert all(len(names) == 3 for names in steps) and max(middle) <= 1
 
 
+def test_late_sandwich_takes_over_from_late_from(tmp_path):
+    cfg = dataclasses.replace(CFG, elastic=dataclasses.replace(CFG.elastic, compression_ratios=(1, 2, 4)))
+    plan = dataclasses.replace(
+        PLAN, vae_steps=2, dit_steps=8, late_sandwich="ratio-lightest", late_from=0.5, late_pick_weights={"r2_d4": 2.0}
+    )
+    train(tmp_path / "late", cfg, plan, seed=2, log=lambda s: None)
+    steps = [{k[5:] for k in r if k.startswith("loss_")} for r in records(tmp_path / "late") if r["phase"] == "dit"]
+    steps = [names for names in steps if names]
+    assert [len(names) for names in steps] == [3] * 4 + [4] * 4  # progress 4/8 on: ratio 2's lightest joins
+    assert all("r2_d2" in names for names in steps[4:])
+    with pytest.raises(ValueError, match="no random pick can land on r2_d2"):
+        Trainer(tmp_path / "x", cfg, dataclasses.replace(plan, late_pick_weights={"r2_d2": 2.0}), 0, lambda s: None)
+
+
+def test_plan_refuses_a_bad_late_stage():
+    with pytest.raises(ValueError, match="unknown sandwich 'five'"):
+        TrainPlan(late_sandwich="five")
+    with pytest.raises(ValueError, match="late_from must be between 0 and 1, got 1.0"):
+        TrainPlan(late_sandwich="ratios", late_from=1.0)
+    with pytest.raises(ValueError, match="late pick weights need a late sandwich"):
+        TrainPlan(late_pick_weights={"r1_d3": 2.0})
+    with pytest.raises(ValueError, match="the pick weight of r1_d3 must be positive"):
+        TrainPlan(late_sandwich="ratios", late_pick_weights={"r1_d3": 0.0})
+
+
 def test_plan_refuses_unknown_layout_and_sandwich():
     with pytest.raises(ValueError, match="unknown layout 'grid'"):
         TrainPlan(layout="grid")
@@ -252,6 +277,10 @@ def test_resume_refuses_another_sandwich_and_old_states_read_as_three(tmp_path):
     with pytest.raises(ValueError, match="trained with sandwich 'ratio-lightest'; not resuming"):
         train(tmp_path / "s", CFG, dataclasses.replace(plan, sandwich="three"), seed=1, resume=True, log=lambda s: None)
     assert saved_plan({})["sandwich"] == "three"
+    late = dataclasses.replace(plan, late_sandwich="ratios")
+    with pytest.raises(ValueError, match="trained with late_sandwich None; not resuming"):
+        train(tmp_path / "s", CFG, late, seed=1, resume=True, log=lambda s: None)
+    assert saved_plan({})["late_sandwich"] is None
 
 
 def test_command_line_writes_a_checkpoint(tmp_path, capsys, monkeypatch):

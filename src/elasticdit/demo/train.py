@@ -64,6 +64,9 @@ LEGACY_PLAN: dict[str, Any] = {
     "uncovered_weight": 1.0,
     "pick_weights": {},
     "sandwich": "three",
+    "late_sandwich": None,
+    "late_from": 0.7,
+    "late_pick_weights": {},
 }
 RESUME_MUST_MATCH = tuple(LEGACY_PLAN)
 
@@ -113,6 +116,11 @@ class TrainPlan:
     uncovered_weight: float = 3.0
     # the random pick's weight of named points, in place of the rule above ({"r1_d3": 3.0, ...})
     pick_weights: dict[str, float] = dataclasses.field(default_factory=dict)
+    # a curriculum: from DiT progress `late_from` (0..1 of the phase's budget) on, each step's points follow
+    # `late_sandwich` and `late_pick_weights` instead; None keeps `sandwich` throughout
+    late_sandwich: str | None = None
+    late_from: float = 0.7
+    late_pick_weights: dict[str, float] = dataclasses.field(default_factory=dict)
     # initial std of the text encoder's token embedding, the position embedding's scale as in CLIP; None keeps
     # PyTorch's N(0, 1) (checkpoints before 2026-11-28), where the position code is too weak at the start to tell
     # "a red circle and a blue square" from "a blue circle and a red square"
@@ -140,13 +148,30 @@ class TrainPlan:
         category_cycle(self.category_weights)
         if not self.uncovered_weight > 0:
             raise ValueError(f"uncovered_weight must be positive, got {self.uncovered_weight}")
-        for name, weight in self.pick_weights.items():
+        for name, weight in (self.pick_weights | self.late_pick_weights).items():
             if not (weight > 0 and math.isfinite(weight)):
                 raise ValueError(f"the pick weight of {name} must be positive and finite, got {weight}")
         if self.token_embedding_std is not None and not self.token_embedding_std > 0:
             raise ValueError(f"token_embedding_std must be positive, got {self.token_embedding_std}")
-        if self.sandwich not in SANDWICHES:
-            raise ValueError(f"unknown sandwich {self.sandwich!r}; expected one of {SANDWICHES}")
+        for sandwich in (self.sandwich, self.late_sandwich or self.sandwich):
+            if sandwich not in SANDWICHES:
+                raise ValueError(f"unknown sandwich {sandwich!r}; expected one of {SANDWICHES}")
+        if not 0.0 < self.late_from < 1.0:
+            raise ValueError(f"late_from must be between 0 and 1, got {self.late_from}")
+        if self.late_pick_weights and self.late_sandwich is None:
+            raise ValueError("late pick weights need a late sandwich")
+
+    def late(self) -> TrainPlan | None:
+        """The plan's late stage as a plan of its own (its sandwich and pick weights), or None without one."""
+        if self.late_sandwich is None:
+            return None
+        return dataclasses.replace(
+            self,
+            sandwich=self.late_sandwich,
+            pick_weights=self.late_pick_weights,
+            late_sandwich=None,
+            late_pick_weights={},
+        )
         if self.ratio_projections not in RATIO_PROJECTIONS:
             raise ValueError(
                 f"unknown ratio projections {self.ratio_projections!r}; expected one of {RATIO_PROJECTIONS}"
@@ -352,7 +377,8 @@ class Trainer:
         self.out, self.cfg, self.plan, self.seed, self.log_fn = Path(out), cfg, plan, seed, log
         self.shared = plan.ratio_projections == "shared"
         self.fixed = [full_point(cfg), lightest_point(cfg)]  # trained every step
-        self.per_ratio, self.others, self.pick_weights = random_picks(cfg, plan)
+        # each stage's (per-ratio groups, random pick's points, their weights): the plan's, then its late stage's
+        self.stages = [random_picks(cfg, stage) for stage in (plan, plan.late()) if stage is not None]
         self.out.mkdir(parents=True, exist_ok=True)
         torch.set_num_threads(plan.threads)
         torch.manual_seed(seed)
@@ -591,7 +617,7 @@ class Trainer:
             x0, tokens = x_all[idx], tokens_all[idx].clone()
             drop = torch.rand(p.dit_batch, generator=self.generator) < p.cfg_dropout
             tokens[drop] = empty
-            step_points = self.step_points()
+            step_points = self.step_points(progress)
             with self.kernels():
                 text, pooled = m.text_encoder(tokens)
                 losses = self.sandwich_losses([nets[q.name] for q in step_points], x0, text, pooled)
@@ -635,10 +661,13 @@ class Trainer:
         rest = [F.mse_loss(net(xt, sigma, text, pooled).float(), distilled) for net in nets[1:]]
         return [F.mse_loss(predicted, target), *rest]
 
-    def step_points(self) -> list[OperatingPoint]:
-        """The points one step trains: the full, the lightest, one of each group, one random other."""
-        picks = [g[int(torch.randint(len(g), (1,), generator=self.generator))] for g in self.per_ratio]
-        picks.append(self.pick(self.others, self.pick_weights))
+    def step_points(self, progress: float) -> list[OperatingPoint]:
+        """The points a step at DiT `progress` trains: the full, the lightest, one of each group, one random other
+        (the groups and the pick those of the plan's late stage from its `late_from` on)."""
+        late = len(self.stages) > 1 and progress >= self.plan.late_from
+        per_ratio, others, weights = self.stages[1 if late else 0]
+        picks = [g[int(torch.randint(len(g), (1,), generator=self.generator))] for g in per_ratio]
+        picks.append(self.pick(others, weights))
         return [*self.fixed, *picks]
 
     def pick(self, points: list[OperatingPoint], weights: torch.Tensor) -> OperatingPoint:
@@ -765,6 +794,25 @@ def main(argv: list[str] | None = None, cfg: ModelConfig | None = None) -> int:
         "every other ratio's lightest ('ratio-lightest')",
     )
     parser.add_argument(
+        "--late-sandwich",
+        choices=SANDWICHES,
+        default=None,
+        help="a curriculum: the sandwich from --late-from of the DiT phase on (default: --sandwich throughout)",
+    )
+    parser.add_argument(
+        "--late-from",
+        type=float,
+        default=TrainPlan.late_from,
+        help="share of the DiT phase (0 to 1) after which --late-sandwich applies",
+    )
+    parser.add_argument(
+        "--late-pick-weight",
+        action="append",
+        default=[],
+        metavar="POINT=W",
+        help="like --pick-weight, for the late stage (repeatable)",
+    )
+    parser.add_argument(
         "--category-weight",
         action="append",
         default=[],
@@ -820,6 +868,9 @@ def main(argv: list[str] | None = None, cfg: ModelConfig | None = None) -> int:
             category_weights=parse_category_weights(args.category_weight),
             uncovered_weight=args.uncovered_weight,
             pick_weights=parse_pick_weights(args.pick_weight),
+            late_sandwich=args.late_sandwich,
+            late_from=args.late_from,
+            late_pick_weights=parse_pick_weights(args.late_pick_weight),
             token_embedding_std=args.token_embedding_std,
             ratio_projections=args.ratio_projections,
             distill=args.distill,
