@@ -19,6 +19,7 @@ diffusers is imported here only (random weights on the meta device, nothing down
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import math
@@ -34,6 +35,7 @@ from elasticdit.quiet import silence_library_noise
 
 silence_library_noise()
 
+from elasticdit.bundle import sha256_file  # noqa: E402
 from elasticdit.checkpoint import load_checkpoint  # noqa: E402
 from elasticdit.demo.scorer import evaluate  # noqa: E402
 from elasticdit.demo.shapes import heldout_prompts, render  # noqa: E402
@@ -194,12 +196,26 @@ def decoder_gflops(models, side: int) -> dict:
 # ---------------------------------------------------------------------------------------------- comparisons
 
 
+def reusable(folder: Path, checkpoint: Path, ops: list[str]) -> bool:
+    """Whether `folder` already holds the android-int8 bundle of exactly this checkpoint and these points."""
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return (
+        manifest.get("checkpoint_sha256") == sha256_file(checkpoint)
+        and manifest.get("recipe", {}).get("name") == "android-int8"
+        and sorted(p["name"] for p in manifest.get("operating_points", [])) == sorted(ops)
+    )
+
+
 def int8_bundle(checkpoint: Path, ops: list[str], prompts: int, steps, cfg, fp32: dict, out: Path | None) -> dict:
     from elasticdit.exporter import ExportRequest, export_bundle
 
     folder = out or Path(tempfile.mkdtemp(prefix="demo-int8-")) / "bundle"
-    if not (folder / "manifest.json").is_file():
-        export_bundle(ExportRequest(checkpoint, "android", folder, recipe="android-int8", ops=ops, progress=False))
+    if not reusable(folder, checkpoint, ops):
+        request = ExportRequest(checkpoint, "android", folder, recipe="android-int8", ops=ops, progress=False)
+        export_bundle(dataclasses.replace(request, force=True))
     report = evaluate_source(open_source(folder), prompts, ops, steps, cfg, seed=0)
     reference = {r["name"]: r["scores_per_seed"][0] for r in fp32["operating_points"]}
     rows = [
@@ -253,7 +269,12 @@ def main() -> int:
     parser.add_argument("--psnr-images", type=int, default=256)
     parser.add_argument("--int8", action="store_true", help="export an android-int8 bundle and score it")
     parser.add_argument("--int8-ops", default="r1_d6,r2_d4,r4_d3")
-    parser.add_argument("--int8-bundle", type=Path, default=None, help="reuse (or write) the int8 bundle here")
+    parser.add_argument(
+        "--int8-bundle",
+        type=Path,
+        default=None,
+        help="write the int8 bundle here, or reuse it if it is this checkpoint's",
+    )
     parser.add_argument("--lowerings", action="store_true", help="score every other SSBA lowering on ratio 1")
     parser.add_argument(
         "--from-sigma", default=None, help="comma-separated sigmas: score sampling started from noised renders"
