@@ -5,7 +5,7 @@ python scripts/make_demo_checkpoint.py [--work DIR] [--minutes 55] [--seed 0] [-
 python scripts/make_demo_checkpoint.py --random [--out ...]   # random weights, seconds (toolchain tests only)
 
 Training is `python -m elasticdit.demo.train --out DIR --minutes M --seed S` with the shipped run's random-pick
-weights (SHIPPED_PICK_WEIGHTS; docs/demo.md): the T-DVAE, the text encoder and the elastic DiT on rendered
+weights and late stage (SHIPPED_PLAN_FLAGS; docs/demo.md): the T-DVAE, the text encoder and the elastic DiT on rendered
 flat-shape scenes, within M minutes of wall time; DIR keeps the resumable state. The trained DIR/demo.safetensors
 is then copied to --out. The OpenMP wait policy defaults to ACTIVE, as the shipped checkpoint's run (more steps on
 a quiet machine); PASSIVE suits a CPU shared with other jobs.
@@ -20,8 +20,12 @@ from pathlib import Path
 
 from elasticdit.demo_checkpoint import DEMO_SEED, write_random_demo
 
-# the three-block points of ratios 1 and 2 picked more often than the --uncovered-weight rule's 3 (RESULTS.md)
-SHIPPED_PICK_WEIGHTS = ["r1_d3=3", "r2_d3=6"]
+# the three-block points of ratios 1 and 2 picked more often than the --uncovered-weight rule's 3, and over the last
+# 30% of the DiT phase ratio 2's lightest point in every step (RESULTS.md, "The shipped sandwich, then ...")
+SHIPPED_PLAN_FLAGS = [
+    *("--pick-weight", "r1_d3=3", "--pick-weight", "r2_d3=6"),
+    *("--late-sandwich", "ratio-lightest", "--late-from", "0.7", "--late-pick-weight", "r1_d3=3"),
+]
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--out", type=Path, default=Path(__file__).parents[1] / "src/elasticdit/data/demo.safetensors")
@@ -42,7 +46,7 @@ if args.random:
 else:
     command = [sys.executable, "-m", "elasticdit.demo.train", "--out", str(args.work)]
     command += ["--minutes", str(args.minutes), "--seed", str(args.seed)] + (["--resume"] if args.resume else [])
-    command += [arg for weight in SHIPPED_PICK_WEIGHTS for arg in ("--pick-weight", weight)]
+    command += SHIPPED_PLAN_FLAGS
     subprocess.run(command, check=True, env=os.environ | {"OMP_WAIT_POLICY": args.wait_policy})
     shutil.copyfile(args.work / "demo.safetensors", args.out)
     from elasticdit.checkpoint import load_checkpoint
