@@ -160,6 +160,12 @@ class TrainPlan:
             raise ValueError(f"late_from must be between 0 and 1, got {self.late_from}")
         if self.late_pick_weights and self.late_sandwich is None:
             raise ValueError("late pick weights need a late sandwich")
+        if self.ratio_projections not in RATIO_PROJECTIONS:
+            raise ValueError(
+                f"unknown ratio projections {self.ratio_projections!r}; expected one of {RATIO_PROJECTIONS}"
+            )
+        if not 0.0 <= self.distill <= 1.0:
+            raise ValueError(f"distill must be in [0, 1], got {self.distill}")
 
     def late(self) -> TrainPlan | None:
         """The plan's late stage as a plan of its own (its sandwich and pick weights), or None without one."""
@@ -172,12 +178,6 @@ class TrainPlan:
             late_sandwich=None,
             late_pick_weights={},
         )
-        if self.ratio_projections not in RATIO_PROJECTIONS:
-            raise ValueError(
-                f"unknown ratio projections {self.ratio_projections!r}; expected one of {RATIO_PROJECTIONS}"
-            )
-        if not 0.0 <= self.distill <= 1.0:
-            raise ValueError(f"distill must be in [0, 1], got {self.distill}")
 
 
 # ---------------------------------------------------------------------------------------------- helpers
