@@ -19,7 +19,6 @@ diffusers is imported here only (random weights on the meta device, nothing down
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import itertools
 import json
 import math
@@ -40,8 +39,10 @@ from elasticdit.checkpoint import load_checkpoint  # noqa: E402
 from elasticdit.demo.scorer import evaluate  # noqa: E402
 from elasticdit.demo.shapes import heldout_prompts, render  # noqa: E402
 from elasticdit.demo_checkpoint import demo_checkpoint_path  # noqa: E402
+from elasticdit.errors import BundleError  # noqa: E402
 from elasticdit.evaluation import PROMPT_SEED, binomial_std, evaluate_source  # noqa: E402
 from elasticdit.generation import CheckpointSource, noise_for, open_source, to_uint8  # noqa: E402
+from elasticdit.manifest import check_files, read_manifest  # noqa: E402
 from elasticdit.model.sampler import shifted_sigmas  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -197,15 +198,16 @@ def decoder_gflops(models, side: int) -> dict:
 
 
 def reusable(folder: Path, checkpoint: Path, ops: list[str]) -> bool:
-    """Whether `folder` already holds the android-int8 bundle of exactly this checkpoint and these points."""
+    """Whether `folder` already holds an intact android-int8 bundle of exactly this checkpoint and these points."""
     try:
-        manifest = json.loads((folder / "manifest.json").read_text())
-    except (OSError, ValueError):
+        manifest = read_manifest(folder)
+    except BundleError:
         return False
     return (
-        manifest.get("checkpoint_sha256") == sha256_file(checkpoint)
-        and manifest.get("recipe", {}).get("name") == "android-int8"
-        and sorted(p["name"] for p in manifest.get("operating_points", [])) == sorted(ops)
+        manifest["checkpoint_sha256"] == sha256_file(checkpoint)
+        and manifest["recipe"].get("name") == "android-int8"
+        and sorted(p["name"] for p in manifest["operating_points"]) == sorted(ops)
+        and all(row["ok"] for row in check_files(folder, manifest))
     )
 
 
@@ -214,8 +216,9 @@ def int8_bundle(checkpoint: Path, ops: list[str], prompts: int, steps, cfg, fp32
 
     folder = out or Path(tempfile.mkdtemp(prefix="demo-int8-")) / "bundle"
     if not reusable(folder, checkpoint, ops):
-        request = ExportRequest(checkpoint, "android", folder, recipe="android-int8", ops=ops, progress=False)
-        export_bundle(dataclasses.replace(request, force=True))
+        export_bundle(
+            ExportRequest(checkpoint, "android", folder, recipe="android-int8", ops=ops, progress=False, force=True)
+        )
     report = evaluate_source(open_source(folder), prompts, ops, steps, cfg, seed=0)
     reference = {r["name"]: r["scores_per_seed"][0] for r in fp32["operating_points"]}
     rows = [
