@@ -153,7 +153,7 @@ class TrainPlan:
                 raise ValueError(f"the pick weight of {name} must be positive and finite, got {weight}")
         if self.token_embedding_std is not None and not self.token_embedding_std > 0:
             raise ValueError(f"token_embedding_std must be positive, got {self.token_embedding_std}")
-        for sandwich in (self.sandwich, self.late_sandwich or self.sandwich):
+        for sandwich in [s for s in (self.sandwich, self.late_sandwich) if s is not None]:
             if sandwich not in SANDWICHES:
                 raise ValueError(f"unknown sandwich {sandwich!r}; expected one of {SANDWICHES}")
         if not 0.0 < self.late_from < 1.0:
