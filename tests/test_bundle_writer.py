@@ -92,3 +92,191 @@ def test_recipes_parse_and_name_bad_keys():
         load_recipe("android-fp64", "android")
     with pytest.raises(RecipeError, match="is for target android, not ios"):
         load_recipe("android-fp32", "ios")
+
+
+# --- --force never deletes what is not ours ----------------------------------------------------------------
+
+
+def tree(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_force_refuses_a_folder_that_is_not_a_bundle(tmp_path):
+    dest = tmp_path / "thesis"
+    dest.mkdir()
+    (dest / "thesis.txt").write_text("four years")
+    with pytest.raises(BundleError, match=r"is not an elasticdit bundle \(no manifest.json of ours\)"):
+        write_bundle(dest, force=True)
+    assert tree(dest) == {"thesis.txt": b"four years"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["thesis"]
+
+
+def test_force_refuses_a_bundle_holding_foreign_files_and_names_them(tmp_path):
+    dest = tmp_path / "b"
+    write_bundle(dest)
+    (dest / "notes.txt").write_text("mine")
+    (dest / "pkg.mlpackage" / "Data" / "extra.bin").write_bytes(b"x")
+    (dest / "empty").mkdir()
+    before = tree(dest)
+    listing = r"holds files its manifest does not list \(empty/, notes.txt, pkg.mlpackage/Data/extra.bin\)"
+    with pytest.raises(BundleError, match=listing):
+        write_bundle(dest, b"new", force=True)
+    assert tree(dest) == before and (dest / "empty").is_dir()
+
+
+def test_force_refuses_the_working_folder_of_a_project(tmp_path, monkeypatch):
+    project = tmp_path / "project"
+    (project / "src").mkdir(parents=True)
+    (project / "src" / "main.py").write_text("print()")
+    monkeypatch.chdir(project)
+    from typer.testing import CliRunner
+
+    from elasticdit.cli import app
+
+    result = CliRunner().invoke(app, ["export", "--target", "android", "-o", ".", "--force", "--ops", "r4_d3"])
+    assert result.exit_code == 1 and "is not an elasticdit bundle" in result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.output
+    assert tree(project) == {"src/main.py": b"print()"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["project"]
+
+
+def test_force_replaces_an_empty_folder_and_refuses_a_link(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    write_bundle(empty, force=True)
+    assert (empty / "manifest.json").is_file()
+    link = tmp_path / "link"
+    link.symlink_to(empty, target_is_directory=True)
+    with pytest.raises(BundleError, match="is a symbolic link"):
+        write_bundle(link, b"new", force=True)
+    assert (empty / "model.pte").read_bytes() == b"abc" and link.is_symlink()
+
+
+def test_replacement_swaps_atomically_or_falls_back(tmp_path, monkeypatch):
+    from elasticdit import bundle
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    (a / "x").write_text("a")
+    (b / "x").write_text("b")
+    assert bundle._exchange(a, b)  # Linux renameat2(RENAME_EXCHANGE) / macOS renamex_np(RENAME_SWAP)
+    assert (a / "x").read_text() == "b" and (b / "x").read_text() == "a"
+    dest = tmp_path / "dest"
+    write_bundle(dest)
+    monkeypatch.setattr(bundle, "_exchange", lambda a, b: False)  # a file system without an exchange
+    write_bundle(dest, b"new", force=True)
+    assert (dest / "model.pte").read_bytes() == b"new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "dest"]
+
+
+def test_disk_full_midway_is_one_line_and_leaves_the_destination(tmp_path):
+    import errno
+
+    dest = tmp_path / "b"
+    write_bundle(dest)
+    before = tree(dest)
+    message = r"writing the bundle .* failed: No space left on device \(.*model.pte\)"
+    with pytest.raises(BundleError, match=message), BundleWriter(dest, force=True) as w:
+        w.path("model.pte").write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device", str(w.path("model.pte")))
+    assert tree(dest) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+
+
+def test_export_on_a_full_disk_is_a_one_line_error(bare_ckpt, tmp_path, monkeypatch):
+    import errno
+    import pathlib
+
+    from typer.testing import CliRunner
+
+    from elasticdit.cli import app
+
+    dest = tmp_path / "bundle"
+    real = pathlib.Path.write_bytes
+
+    def full_disk(self, data):
+        if ".partial-" in str(self):
+            real(self, data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device", str(self))
+        return real(self, data)
+
+    monkeypatch.setattr(pathlib.Path, "write_bytes", full_disk)
+    args = ["export", str(bare_ckpt), "--target", "android", "--ops", "r2_d2", "-o", str(dest)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith("error: writing the bundle") and "No space left on device" in result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing half-written, no temporary folder
+
+
+def test_oserror_anywhere_in_a_command_is_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from elasticdit.cli import app
+
+    unreadable = tmp_path / "ckpt.safetensors"
+    unreadable.mkdir()  # reading a folder as a file: IsADirectoryError
+    result = CliRunner().invoke(app, ["inspect", str(unreadable)])
+    assert result.exit_code == 1 and result.stderr.startswith("error: ") and "Traceback" not in result.output
+
+
+# --- every path a manifest names stays inside its bundle ---------------------------------------------------
+
+
+def point(file="model.pte"):
+    return {"name": "r1_d1", "method": "denoise_r1_d1", "file": file, "inputs": [], "outputs": []}
+
+
+def rewrite(dest, **changes):
+    doc = json.loads((dest / "manifest.json").read_text())
+    doc.update(changes)
+    (dest / "manifest.json").write_text(json.dumps(doc))
+
+
+@pytest.mark.parametrize(
+    "path, message",
+    [
+        ("../../etc/hostname", "is not a normalized path inside the bundle"),
+        ("/etc/hostname", "is an absolute path"),
+        ("a/../model.pte", "is not a normalized path inside the bundle"),
+        ("./model.pte", "is not a normalized path inside the bundle"),
+        ("model.pte/", "is not a normalized path inside the bundle"),
+        ("", "is not a file name"),
+    ],
+)
+def test_listed_paths_must_stay_inside(tmp_path, path, message):
+    from elasticdit.errors import BundlePathError
+
+    dest = tmp_path / "b"
+    manifest = write_bundle(dest)
+    rewrite(dest, files=[*manifest["files"], {"path": path, "sha256": "0" * 64, "bytes": 1}])
+    with pytest.raises(BundlePathError, match=message):
+        read_manifest(dest)
+
+
+def test_method_files_must_be_hashed_and_links_never_followed(tmp_path):
+    from elasticdit.errors import BundlePathError
+
+    dest = tmp_path / "b"
+    manifest = write_bundle(dest)
+    rewrite(dest, operating_points=[point("other.pte")])
+    with pytest.raises(BundlePathError, match="runs 'other.pte', which the manifest's hashed file list does not hold"):
+        read_manifest(dest)
+    rewrite(dest, operating_points=[point("../model.pte")])
+    with pytest.raises(BundlePathError, match="not a normalized path"):
+        read_manifest(dest)
+    rewrite(dest, operating_points=[point("pkg.mlpackage")])  # a package folder of hashed files is fine
+    assert read_manifest(dest)["operating_points"][0]["file"] == "pkg.mlpackage"
+    outside = tmp_path / "secret"
+    outside.write_text("s")
+    (dest / "model.pte").unlink()
+    (dest / "model.pte").symlink_to(outside)
+    rewrite(dest, operating_points=[point()])
+    with pytest.raises(BundlePathError, match="leads outside the bundle"):
+        read_manifest(dest)
+    (dest / "model.pte").unlink()
+    (dest / "model.pte").symlink_to(dest / "pkg.mlpackage" / "Data" / "weight.bin")  # inside, but a link
+    rows = {r["path"]: r["problem"] for r in check_files(dest, read_manifest(dest))}
+    assert rows["model.pte"] == "a symbolic link"
+    assert manifest["files"][0]["path"] == "model.pte"

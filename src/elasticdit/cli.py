@@ -47,7 +47,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document o
 
 
 def reports_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Named errors become one line on stderr and exit code 1; Ctrl-C exits 130."""
+    """Named errors and OS errors become one line on stderr and exit code 1; Ctrl-C exits 130."""
 
     @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> Any:
@@ -55,6 +55,10 @@ def reports_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except ElasticDiTError as exc:
             err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+        except OSError as exc:  # disk full, permissions, a vanished file: a line, not a traceback
+            text = f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+            err.print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err.print("interrupted")
