@@ -81,6 +81,10 @@ class BundleError(ElasticDiTError):
     """A bundle is malformed, tampered with, or cannot be written."""
 
 
+class BundlePathError(BundleError):
+    """A manifest names a path outside its bundle (absolute, '..', a link out) or a method file it does not hash."""
+
+
 class ExportError(ElasticDiTError):
     """Lowering or serialising an operating point failed."""
 

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import posixpath
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .bundle import MANIFEST, sha256_file
-from .errors import BundleError
+from .bundle import FORMAT, MANIFEST, sha256_file
+from .errors import BundleError, BundlePathError
 
-FORMAT = "elasticdit-bundle"
 VERSION = 1
 TARGETS = ("android", "ios", "onnx")
 
@@ -97,7 +98,8 @@ def build_manifest(
 
 
 def read_manifest(bundle: str | Path) -> dict[str, Any]:
-    """Parse and structurally check a bundle's manifest (named errors, no partial trust)."""
+    """Parse and structurally check a bundle's manifest (named errors, no partial trust), including
+    `check_paths`: nothing that reads a bundle ever touches a path outside it."""
     bundle = Path(bundle)
     path = bundle / MANIFEST
     if not bundle.is_dir():
@@ -121,17 +123,62 @@ def read_manifest(bundle: str | Path) -> dict[str, Any]:
         for key in ("name", "method", "file", "inputs", "outputs"):
             if key not in point:
                 raise BundleError(f"{path}: an operating point lacks '{key}'")
+    check_paths(bundle, doc)
     return doc
 
 
-def check_files(bundle: str | Path, doc: dict[str, Any]) -> list[dict[str, Any]]:
-    """Compare every listed file's size and sha256; returns one row per file (`ok`, `problem`)."""
+def method_entries(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every method entry of a manifest: the operating points, then decoder and text encoder when present."""
+    return [*doc["operating_points"], *(doc[k] for k in ("decoder", "text_encoder") if doc.get(k))]
+
+
+def _confined(bundle: Path, rel: Any, what: str) -> str:
+    """`rel` as a path inside the bundle: relative, normalized, no '..', resolving (symbolic links followed)
+    to a place inside the bundle folder; otherwise a `BundlePathError` naming it."""
+    if not isinstance(rel, str) or not rel:
+        raise BundlePathError(f"{what} {rel!r} is not a file name")
+    if rel.startswith("/") or "\\" in rel or "\0" in rel or posixpath.isabs(rel):
+        raise BundlePathError(f"{what} {rel!r} is an absolute path; a bundle names only files inside itself")
+    if posixpath.normpath(rel) != rel or rel in (".", "..") or ".." in rel.split("/"):
+        raise BundlePathError(f"{what} {rel!r} is not a normalized path inside the bundle")
+    root = bundle.resolve()
+    if not (bundle / rel).resolve().is_relative_to(root):
+        raise BundlePathError(f"{what} {rel!r} leads outside the bundle (a symbolic link)")
+    return rel
+
+
+def check_paths(bundle: str | Path, doc: dict[str, Any]) -> None:
+    """Every listed file is a confined path (`_confined`), and every method's file is one of them (or a package
+    folder holding listed files): run before any file of the bundle is read, pushed or executed."""
     bundle = Path(bundle)
+    files = doc.get("files")
+    if not isinstance(files, list) or not all(isinstance(e, dict) for e in files):
+        raise BundlePathError(f"{bundle}: the manifest's 'files' is not a list of entries")
+    listed = set()
+    for entry in files:
+        listed.add(_confined(bundle, entry.get("path"), "listed file"))
+        if not isinstance(entry.get("sha256"), str) or not isinstance(entry.get("bytes"), int):
+            raise BundlePathError(f"{bundle}: the entry of {entry['path']} lacks its sha256 or size")
+    for entry in method_entries(doc):
+        file = _confined(bundle, entry.get("file"), f"method {entry.get('method')!r} file")
+        if file not in listed and not any(p.startswith(file + "/") for p in listed):
+            raise BundlePathError(
+                f"method {entry.get('method')!r} runs {file!r}, which the manifest's hashed file list does not hold"
+            )
+
+
+def check_files(bundle: str | Path, doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """Compare every listed file's size and sha256; returns one row per file (`ok`, `problem`). Files the manifest
+    does not list and symbolic links are rows with a problem too (links are never followed)."""
+    bundle = Path(bundle)
+    check_paths(bundle, doc)
     rows = []
     for entry in doc["files"]:
         path = bundle / entry["path"]
         row = {"path": entry["path"], "ok": True, "problem": ""}
-        if not path.is_file():
+        if path.is_symlink():
+            row.update(ok=False, problem="a symbolic link")
+        elif not path.is_file():
             row.update(ok=False, problem="missing")
         elif path.stat().st_size != entry["bytes"]:
             row.update(ok=False, problem=f"size {path.stat().st_size} != {entry['bytes']}")
@@ -139,7 +186,11 @@ def check_files(bundle: str | Path, doc: dict[str, Any]) -> list[dict[str, Any]]
             row.update(ok=False, problem="sha256 differs (tampered or corrupted)")
         rows.append(row)
     listed = {e["path"] for e in doc["files"]} | {MANIFEST}
-    for extra in sorted(p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()):
-        if extra not in listed:
-            rows.append({"path": extra, "ok": False, "problem": "not listed in the manifest"})
+    found = []
+    for top, dirs, names in os.walk(bundle, followlinks=False):
+        rel_top = Path(top).relative_to(bundle)
+        links = [d for d in dirs if os.path.islink(os.path.join(top, d))]
+        found += [(rel_top / name).as_posix() for name in [*names, *links]]
+    for extra in sorted(set(found) - listed):
+        rows.append({"path": extra, "ok": False, "problem": "not listed in the manifest"})
     return rows
