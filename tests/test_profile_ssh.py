@@ -277,9 +277,52 @@ def test_url_parsing_and_command_lines():
             parse_ssh_url(bad)
     ssh = Ssh(SshTarget("10.0.0.7", "pi", 2222), SshOptions(identity=Path("/k"), known_hosts=Path("/kh")))
     cmd = ssh.ssh_cmd("true")
-    assert cmd[0] == "ssh" and cmd[-2:] == ["pi@10.0.0.7", "true"] and cmd[-4:-2] == ["-p", "2222"]
+    assert cmd[0] == "ssh" and cmd[-3:] == ["--", "pi@10.0.0.7", "true"] and cmd[-5:-3] == ["-p", "2222"]
     joined = " ".join(cmd)
     for opt in ("BatchMode=yes", "StrictHostKeyChecking=yes", "UserKnownHostsFile=/kh", "IdentitiesOnly=yes"):
         assert opt in joined
     scp = ssh.scp_cmd(Path("/b"), "/tmp/x/bundle")
-    assert scp[:3] == ["scp", "-q", "-r"] and scp[-4:-2] == ["-P", "2222"] and scp[-1] == "pi@10.0.0.7:/tmp/x/bundle"
+    assert scp[:3] == ["scp", "-q", "-r"] and scp[-5:-3] == ["-P", "2222"] and scp[-3:-1] == ["--", "/b"]
+    assert scp[-1] == "pi@10.0.0.7:/tmp/x/bundle"
+
+
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("ssh://-oProxyCommand=touch${IFS}x", "is not a host name or an IP address"),
+        ("ssh://-oProxyCommand=touch${IFS}/tmp/x", "is not ssh://"),
+        ("ssh://-oProxyCommand=x@board", "is not a user name"),
+        ("ssh://board;reboot", "is not a host name"),
+        ("ssh://-p2222", "is not a host name"),
+        ("ssh://boa$rd", "is not a host name"),
+    ],
+)
+def test_hosts_and_users_that_ssh_would_read_as_options_are_refused(url, message):
+    with pytest.raises(DeviceError, match=message):
+        parse_ssh_url(url)
+
+
+def test_an_injected_option_never_runs(tmp_path):
+    """Even a target that bypassed the URL check reaches ssh after `--`, so ssh never runs its ProxyCommand; the
+    same command line without `--` does run it (the check this test makes can fail)."""
+    if not shutil.which("ssh"):
+        if os.environ.get("ELASTICDIT_CI"):
+            pytest.fail("ssh (openssh-client) is missing in CI")
+        pytest.skip("the OpenSSH client is not installed")
+    marker = tmp_path / "pwned"
+    evil = SshTarget(f"-oProxyCommand=touch {marker}")
+    ssh = Ssh(evil, SshOptions(connect_timeout=3, timeout=20))
+    with pytest.raises(DeviceError):
+        ssh.run("true", timeout=20)
+    assert not marker.exists()
+    unguarded = [a for a in ssh.ssh_cmd("true") if a != "--"]
+    subprocess.run(unguarded, capture_output=True, timeout=20, stdin=subprocess.DEVNULL)
+    assert marker.exists()
+
+
+def test_remote_python_is_one_quoted_word(sshd, bundle, tmp_path):
+    marker = tmp_path / "pwned"
+    flags = ssh_flags(sshd, **{"--remote-python": f"{sys.executable}; touch {marker}"})
+    result = runner.invoke(app, ["profile", str(bundle), "--device", sshd.url, "--ops", "r2_d2", *flags])
+    assert result.exit_code == 1 and "has no `" in result.stderr, result.stderr
+    assert not marker.exists()

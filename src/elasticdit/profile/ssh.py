@@ -43,6 +43,10 @@ class SshTarget:
 
 
 _URL = re.compile(r"^ssh://(?:(?P<user>[^@/:]+)@)?(?P<host>\[[0-9a-fA-F:.]+\]|[^@/:\[\]\s]+)(?::(?P<port>\d+))?/?$")
+# A host is a DNS name or an IPv4/IPv6 address, a user a POSIX login name: neither may start with '-', so
+# neither can ever be read by ssh or scp as an option (`ssh://-oProxyCommand=...`).
+HOST = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|[0-9a-fA-F:.]*:[0-9a-fA-F:.]*)$")
+USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
 
 
 def parse_ssh_url(url: str) -> SshTarget:
@@ -52,7 +56,16 @@ def parse_ssh_url(url: str) -> SshTarget:
     port = int(m.group("port")) if m.group("port") else None
     if port is not None and not 0 < port < 65536:
         raise DeviceError(f"'{url}': port {port} is out of range")
-    return SshTarget(m.group("host").strip("[]"), m.group("user"), port)
+    return checked_target(m.group("host").strip("[]"), m.group("user"), port, url)
+
+
+def checked_target(host: str, user: str | None, port: int | None, url: str) -> SshTarget:
+    """A target whose host and user are plain names or addresses (`DeviceError` naming the bad part)."""
+    if not HOST.match(host):
+        raise DeviceError(f"'{url}': '{host}' is not a host name or an IP address")
+    if user is not None and not USER.match(user):
+        raise DeviceError(f"'{url}': '{user}' is not a user name")
+    return SshTarget(host, user, port)
 
 
 @dataclass
@@ -142,12 +155,13 @@ class Ssh:
         return o
 
     def ssh_cmd(self, command: str) -> list[str]:
+        """`--` ends ssh's options: the destination and the command are never read as one."""
         port = ["-p", str(self.target.port)] if self.target.port else []
-        return ["ssh", *self._common(), *port, self.target.dest, command]
+        return ["ssh", *self._common(), *port, "--", self.target.dest, command]
 
     def scp_cmd(self, local: Path, remote: str) -> list[str]:
         port = ["-P", str(self.target.port)] if self.target.port else []
-        return ["scp", "-q", "-r", *self._common(), *port, str(local), f"{self.target.dest}:{remote}"]
+        return ["scp", "-q", "-r", *self._common(), *port, "--", str(local), f"{self.target.dest}:{remote}"]
 
     def _call(self, cmd: list[str], what: str, timeout: float | None, check: bool) -> subprocess.CompletedProcess:
         limit = timeout or self.opts.timeout
@@ -267,9 +281,8 @@ def measure(
             args.append("--no-memory")
         if not with_ops:
             args.append("--no-op-breakdown")
-        command = f"cd {shlex.quote(remote)} && {opts.python} -m elasticdit.profile.remote " + " ".join(
-            shlex.quote(a) for a in args
-        )
+        words = [opts.python, "-m", "elasticdit.profile.remote", *args]
+        command = f"cd {shlex.quote(remote)} && " + " ".join(shlex.quote(w) for w in words)
         finished = False
         for line in ssh.stream(command):
             if not line.startswith("{"):
