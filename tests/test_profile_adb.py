@@ -153,7 +153,8 @@ def test_profile_over_adb(phone):
     assert dev["kind"] == "adb" and dev["serial"] == PIXEL["serial"] and dev["name"] == "Pixel 8 Pro"
     assert dev["profile"] == "pixel-8-pro" and dev["soc"] == "Google Tensor G3" and dev["ram_mb"] == 11511
     point = report["operating_points"][0]
-    # 5 executions: the first 2 are warm-up, the runner printed 4.0, 2.1, 2.2, 2.3, 2.4 ms
+    # 5 untraced executions: the first 2 are warm-up, the runner printed 4.0, 2.1, 2.2, 2.3, 2.4 ms (the traced
+    # run for the per-op breakdown prints 20% more: none of it may reach the timings)
     assert point["denoise_ms"]["all"] == pytest.approx([2.2, 2.3, 2.4])
     assert point["load_ms"] == {"first": 20.0, "warm": 12.5}
     assert point["peak_memory_mb"] == pytest.approx((30000 + 50000 + 70000) / 1024, abs=0.05)
@@ -167,11 +168,16 @@ def test_profile_over_adb(phone):
     pushes = [c[2] for c in serial_calls if c[0] == "push"]
     assert pushes == [f"{workdir}/executor_runner", f"{workdir}/model.pte"]
     runs = [c[1] for c in serial_calls if c[0] == "shell" and "./executor_runner" in c[1]]
-    assert len(runs) == 2 * 4  # first + timed run for encode_text, decode and both points
+    assert len(runs) == 3 * 4  # first, timed and traced run for encode_text, decode and both points
     assert (
         f"cd {workdir} && toybox time -v ./executor_runner --model_path=model.pte --method_name=denoise_r1_d4 "
-        "--num_executions=5 --cpu_threads=4 --etdump_path=denoise_r1_d4.etdp"
+        "--num_executions=5 --cpu_threads=4"
     ) in runs
+    assert (
+        f"cd {workdir} && ./executor_runner --model_path=model.pte --method_name=denoise_r1_d4 "
+        "--num_executions=7 --cpu_threads=4 --etdump_path=denoise_r1_d4.etdp"
+    ) in runs
+    assert sum("--etdump_path" in r for r in runs) == 4  # only the per-op runs are traced
     assert ["pull", f"{workdir}/denoise_r1_d4.etdp"] == [c for c in serial_calls if c[0] == "pull"][2][:2]
     assert serial_calls[-1] == ["shell", f"rm -rf {workdir}"]
     assert not any((state / "fs" / workdir.lstrip("/")).parent.glob("elasticdit-*"))
@@ -230,8 +236,8 @@ def test_wrong_abi_runner_is_refused_before_touching_the_phone(phone, tmp_path, 
 
 
 def test_device_gone_mid_run_keeps_what_was_measured(phone):
-    # runner calls 1-4: encode_text and decode (2 each), 5-6: r1_d4; the phone disappears at call 7 (r2_d2)
-    result, state = phone({"gone_after": 6}, "--runs", "2", "--warmup", "1", "--json")
+    # runner calls 1-6: encode_text and decode (3 each), 7-9: r1_d4; the phone disappears at call 10 (r2_d2)
+    result, state = phone({"gone_after": 9}, "--runs", "2", "--warmup", "1", "--json")
     assert result.exit_code == 1
     report = json.loads(result.stdout)
     assert report["complete"] is False and report["missing"] == ["r2_d2"]
@@ -253,3 +259,11 @@ def test_phone_without_toybox_time_has_no_memory_figure(phone):
     report = json.loads(result.stdout)
     assert report["operating_points"][0]["peak_memory_mb"] is None
     assert any("toybox `time -v` is missing" in n for n in report["settings"]["notes"])
+
+
+def test_no_op_breakdown_means_no_traced_run(phone):
+    result, state = phone({}, "--runs", "2", "--warmup", "1", "--no-op-breakdown", "--json")
+    assert result.exit_code == 0, result.stderr
+    runs = [c[-1] for c in adb_calls(state) if "./executor_runner" in c[-1]]
+    assert len(runs) == 2 * 4 and not any("--etdump_path" in r for r in runs)
+    assert json.loads(result.stdout)["operating_points"][0]["denoise_ms"]["all"] == pytest.approx([2.1, 2.2])

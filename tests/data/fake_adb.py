@@ -68,8 +68,9 @@ def runner(cmd: str) -> None:
     load = 20.0 if n_exec == 1 else 12.5
     err += log_line("I", 0.02, 735, f"Model loaded in {load:f} ms.")
     total = 0.0
+    traced = 1.0 + SCENARIO.get("trace_overhead", 0.2) * ("etdump_path" in flags)  # ETDump tracing costs time
     for i in range(n_exec):
-        ms = 4.0 if i == 0 else 2.0 + 0.1 * i
+        ms = (4.0 if i == 0 else 2.0 + 0.1 * i) * traced
         total += ms
         err += log_line("I", 0.03, 878, f"Iteration {i + 1} of {n_exec}: {ms:f} ms")
     err += log_line("I", 0.04, 891, f"Model executed successfully {n_exec} time(s) in {total:f} ms.")

@@ -26,9 +26,8 @@ import torch
 from ..errors import BundleError
 from ..slicing import example_inputs
 from ..verify import specs
+from .etdump import OPS_RUNS
 from .hostinfo import host_info
-
-OPS_RUNS = 5  # runs recorded in the ETDump for the per-op breakdown
 
 
 def inputs_for(kind: str, entry: dict[str, Any], seed: int = 0) -> list[torch.Tensor]:
