@@ -10,6 +10,7 @@ import torch
 from elasticdit.checkpoint import save_checkpoint
 from elasticdit.presets import random_weights, tiny_config
 
+pytest_plugins = ["ci_skips"]
 torch.set_num_threads(2)
 
 
