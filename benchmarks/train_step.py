@@ -38,7 +38,9 @@ def worker(variant: str, steps: int, threads: int) -> float:
     """Median seconds per step in this process (started with the variant's wait policy), after 3 warm-up steps."""
     import torch
 
-    from elasticdit.demo.train import Trainer, TrainPlan, training_net
+    from elasticdit.demo.plan import TrainPlan
+    from elasticdit.demo.steps import training_net
+    from elasticdit.demo.trainer import Trainer
     from elasticdit.operating_points import operating_points
     from elasticdit.presets import demo_config
 

@@ -24,7 +24,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the training command s
 
 import torch
 
-from elasticdit.demo.train import STATE_FILE, Trainer, TrainPlan, saved_plan
+from elasticdit.demo.plan import RESUME_MUST_MATCH, TrainPlan, check_saved
+from elasticdit.demo.trainer import STATE_FILE, Trainer
 from elasticdit.errors import OperatingPointError
 from elasticdit.operating_points import OperatingPoint, select
 from elasticdit.presets import demo_config
@@ -55,7 +56,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.run / STATE_FILE} not found: not a training run directory", file=sys.stderr)
         return 1
     saved = torch.load(args.run / STATE_FILE, weights_only=True, mmap=True)["plan"]  # the run's data and batches
-    saved = saved_plan(saved)
+    try:
+        saved = check_saved(saved, RESUME_MUST_MATCH, str(args.run / STATE_FILE))
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     plan = dataclasses.replace(TrainPlan(**saved), minutes=None, dit_steps=args.steps, save_every=args.every)
     if args.lr is not None:
         plan = dataclasses.replace(plan, dit_lr=args.lr)

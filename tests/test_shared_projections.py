@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from test_train import CFG, PLAN
 
 from elasticdit.checkpoint import load_checkpoint
+from elasticdit.demo.initialization import init_weights
+from elasticdit.demo.plan import TrainPlan
 from elasticdit.demo.shared_projections import (
     SharedPatchEmbed,
     SharedProjOut,
@@ -19,7 +21,8 @@ from elasticdit.demo.shared_projections import (
     output_rows,
     zero_differences,
 )
-from elasticdit.demo.train import Trainer, TrainPlan, init_weights, train, training_net
+from elasticdit.demo.steps import training_net
+from elasticdit.demo.trainer import Trainer, train
 from elasticdit.model.elastic_dit import unpatchify
 from elasticdit.model.pipeline import build_models
 from elasticdit.operating_points import operating_points

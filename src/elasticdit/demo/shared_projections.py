@@ -1,15 +1,14 @@
 """Training-time sharing of the per-ratio projections: ratio r's patch embedding and output projection are ratio 1's,
 resized to r x r base patches, plus a learned difference.
 
-A checkpoint stores one patch embedding and one output projection per compression ratio (DESIGN). The sandwich
-rule trains ratio 1 and the lightest ratio every step, but a ratio that neither has trains only when the random
-pick lands on it. Shared, every step's ratio-1 gradient also moves the other ratios' projections (as FlexiViT
-resizes one patch embedding to every patch size): ratio r embeds a token as the mean of ratio 1's embeddings of
-its r x r base patches, and decodes it by repeating ratio 1's output in each of them, each plus its own
-difference. During training the model's ratio-r tensors hold that difference (zero at the start);
-`effective_tensors` turns them into the plain per-ratio tensors a checkpoint stores, so nothing downstream
-(format, export, bundles) knows about the sharing.
-"""
+A checkpoint stores one patch embedding and one output projection per compression ratio (docs/design.md,
+"Checkpoint format v1"). The sandwich rule trains ratio 1 and the lightest ratio every step, but a ratio that
+neither has trains only when the random pick lands on it. Shared, every step's ratio-1 gradient also moves the
+other ratios' projections (as FlexiViT resizes one patch embedding to every patch size): ratio r embeds a token
+as the mean of ratio 1's embeddings of its r x r base patches, and decodes it by repeating ratio 1's output in
+each of them, each plus its own difference. During training the model's ratio-r tensors hold that difference
+(zero at the start); `effective_tensors` turns them into the plain per-ratio tensors a checkpoint stores, so
+nothing downstream (format, export, bundles) knows about the sharing. """
 
 from __future__ import annotations
 
