@@ -31,9 +31,9 @@ from elasticdit.exporter import ExportRequest, export_bundle
 from elasticdit.operating_points import full_point, lightest_point, operating_points
 from elasticdit.presets import mobile_config, random_weights
 from elasticdit.quiet import silence_library_noise
-from elasticdit.recipes import load_recipe
-from elasticdit.runners.executorch_host import ExecuTorchProgram
 from elasticdit.slicing import denoise_unit
+from elasticdit.targets import target_recipe
+from elasticdit.targets.android.runtime import ExecuTorchProgram
 
 TARGETS = {
     "bytes_one_over_all": "all op points <= 1.05x one op point",
@@ -155,7 +155,7 @@ def measure(label: str, ckpt: Path, runs: int, work: Path, ceiling: float, separ
     models = ck.models()
     res = ck.cfg.resolution
     programs = {r: ExecuTorchProgram(work / f"{label}-{r}" / "model.pte") for r in ("fp32", "int8", "8da4w")}
-    attention = load_recipe("android-fp32", "android").attention
+    attention = target_recipe("android-fp32", "android").attention
     with tempfile.TemporaryDirectory() as tmp:
         latency = {
             p.name: point_latency(models, p, res, attention, programs, p in (full, light), runs, Path(tmp))

@@ -11,7 +11,7 @@ import torch
 
 def set_all_threads(threads: int) -> None:
     """The same thread count for torch and XNNPACK (set before any .pte is loaded)."""
-    from elasticdit.runners.executorch_host import set_threads
+    from elasticdit.targets.android.runtime import set_threads
 
     torch.set_num_threads(threads)
     set_threads(threads)

@@ -35,6 +35,8 @@ from elasticdit.quiet import silence_library_noise
 silence_library_noise()
 
 from elasticdit.bundle import sha256_file  # noqa: E402
+from elasticdit.bundle.files import check_files  # noqa: E402
+from elasticdit.bundle.reader import read_manifest  # noqa: E402
 from elasticdit.checkpoint import load_checkpoint  # noqa: E402
 from elasticdit.demo.scorer import evaluate  # noqa: E402
 from elasticdit.demo.shapes import heldout_prompts, render  # noqa: E402
@@ -42,7 +44,6 @@ from elasticdit.demo_checkpoint import demo_checkpoint_path  # noqa: E402
 from elasticdit.errors import BundleError  # noqa: E402
 from elasticdit.evaluation import PROMPT_SEED, binomial_std, evaluate_source  # noqa: E402
 from elasticdit.generation import CheckpointSource, noise_for, open_source, to_uint8  # noqa: E402
-from elasticdit.manifest import check_files, read_manifest  # noqa: E402
 from elasticdit.model.sampler import shifted_sigmas  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))

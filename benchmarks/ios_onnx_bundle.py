@@ -31,11 +31,23 @@ from rich.table import Table  # noqa: E402
 
 from elasticdit.checkpoint import load_checkpoint  # noqa: E402
 from elasticdit.demo_checkpoint import demo_checkpoint_path  # noqa: E402
+from elasticdit.lowering import Formulation, LoweredUnit, export_program  # noqa: E402
 from elasticdit.operating_points import select  # noqa: E402
-from elasticdit.recipes import load_recipe  # noqa: E402
-from elasticdit.runners.onnx_host import session_options  # noqa: E402
+from elasticdit.quiet import python_output_captured  # noqa: E402
 from elasticdit.slicing import export_units  # noqa: E402
-from elasticdit.targets import ios, onnx  # noqa: E402
+from elasticdit.targets import TARGETS, target_recipe  # noqa: E402
+from elasticdit.targets.ios import convert as ios  # noqa: E402
+from elasticdit.targets.ios.package import duplicate_blobs  # noqa: E402
+from elasticdit.targets.onnx import graphs as onnx  # noqa: E402
+from elasticdit.targets.onnx.runtime import session_options  # noqa: E402
+
+
+def coreml_program(unit):
+    return export_program(unit, TARGETS["ios"].formulation)
+
+
+def onnx_graph(unit):
+    return onnx.export_graph(LoweredUnit(unit, export_program(unit, Formulation()), False))
 
 console = Console(width=150)
 IOS_RECIPES = ("ios-fp16", "ios-fp32", "ios-int8", "ios-palettize6", "ios-palettize4")
@@ -77,10 +89,10 @@ def coreml(units, tmp: Path) -> tuple[dict, dict]:
     """Per recipe: package bytes (all methods, one point); per function: seconds per stage."""
     seconds: dict[str, dict[str, float]] = {u.method: {} for u in units}
     converted = {}
-    ios.convert(units[-1], ios.coreml_program(units[-1]), "fp16")  # warm-up: first-call costs are no one's
+    ios.convert(units[-1], coreml_program(units[-1]), "fp16")  # warm-up: first-call costs are no one's
     for precision in ("fp16", "fp32"):
         for unit in units:
-            ep, t_export = timed(ios.coreml_program, unit)
+            ep, t_export = timed(coreml_program, unit)
             converted[precision, unit.method], t_convert = timed(ios.convert, unit, ep, precision)
             seconds[unit.method]["torch.export"] = round(t_export, 2)
             seconds[unit.method][f"ct.convert {precision}"] = round(t_convert, 2)
@@ -88,7 +100,7 @@ def coreml(units, tmp: Path) -> tuple[dict, dict]:
     variants = _variants(units)
     sizes = {}
     for name in IOS_RECIPES:
-        recipe = load_recipe(name, "ios")
+        recipe = target_recipe(name, "ios")
         singles = {}
         for unit in units:
             model = converted[recipe.precision, unit.method]
@@ -97,7 +109,7 @@ def coreml(units, tmp: Path) -> tuple[dict, dict]:
                 seconds[unit.method][name.removeprefix("ios-")] = round(t, 2)
                 console.log(f"{name}: compressed {unit.method} in {t:.1f} s")
             singles[unit.method] = tmp / name / f"{unit.method}.mlpackage"
-            with ios._quiet():
+            with python_output_captured():
                 model.save(str(singles[unit.method]))
         row = {}
         for variant, methods in variants.items():
@@ -105,20 +117,20 @@ def coreml(units, tmp: Path) -> tuple[dict, dict]:
             ios.merge({m: singles[m] for m in methods}, pkg, units[0].method)
             ios.canonicalize(pkg, {})
             row[variant] = {"weight_bin": (pkg / WEIGHT_BIN).stat().st_size, "package": tree_bytes(pkg)}
-        row["duplicate_blobs"] = ios.duplicate_blobs(tmp / name / "all.mlpackage")
+        row["duplicate_blobs"] = duplicate_blobs(tmp / name / "all.mlpackage")
         sizes[name] = row
     return sizes, seconds
 
 
 def onnx_part(units, tmp: Path, threads: int, repeats: int) -> tuple[dict, dict, dict]:
     seconds, graphs = {}, {"onnx-fp32": {}, "onnx-int8": {}}
-    onnx.export_graph(units[-1])  # warm-up
+    onnx_graph(units[-1])  # warm-up
     for unit in units:
-        graphs["onnx-fp32"][unit.method], t = timed(onnx.export_graph, unit)
+        graphs["onnx-fp32"][unit.method], t = timed(onnx_graph, unit)
         seconds[unit.method] = {"onnx export": round(t, 2)}
         quantized = unit.kind == "denoise"
         graphs["onnx-int8"][unit.method] = (
-            onnx.quantize(graphs["onnx-fp32"][unit.method], unit.method)
+            onnx.quantize(graphs["onnx-fp32"][unit.method], target_recipe("onnx-int8", "onnx"), unit.method)
             if quantized
             else graphs["onnx-fp32"][unit.method]
         )

@@ -51,20 +51,16 @@ def export_demo(out: Path) -> Path:
 
 
 def measure(bundle: Path, method: str, runs: int, warmup: int) -> dict:
-    from elasticdit.manifest import read_manifest
-    from elasticdit.profile.etdump import ops_from_etdump
-    from elasticdit.profile.host import ExecuTorchHost, inputs_for
+    from elasticdit.bundle.reader import read_bundle
+    from elasticdit.profile.host import inputs_for
+    from elasticdit.targets.android.etdump import ops_from_etdump
+    from elasticdit.targets.android.profile import ExecuTorchHost
 
-    manifest = read_manifest(bundle)
-    entries = {p["method"]: ("denoise", p) for p in manifest["operating_points"]}
-    for kind, key in (("decode", "decoder"), ("encode_text", "text_encoder")):
-        if manifest.get(key):
-            entries[manifest[key]["method"]] = (kind, manifest[key])
-    kind, entry = entries[method]
-    host = ExecuTorchHost(bundle, manifest, None)
+    entry = read_bundle(bundle).manifest.method(method)
+    host = ExecuTorchHost(bundle, None)
     (_plain_prog, plain), _ = host.load(entry)
     (traced_prog, traced), _ = host.load(entry, etdump=True)
-    inputs = inputs_for(kind, entry)
+    inputs = inputs_for(entry)
     for _ in range(warmup):
         plain.execute(inputs)
         traced.execute(inputs)
@@ -99,18 +95,17 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="Write the figures here.")
     args = parser.parse_args()
     silence_library_noise()
-    from elasticdit.manifest import read_manifest
-    from elasticdit.runners.executorch_host import set_threads
+    from elasticdit.bundle.reader import read_bundle
+    from elasticdit.targets.android.runtime import set_threads
 
     set_threads(args.threads)  # before anything is loaded
     with tempfile.TemporaryDirectory() as tmp:
         bundle = args.bundle or export_demo(Path(tmp) / "demo-bundle")
-        manifest = read_manifest(bundle)
+        manifest = read_bundle(bundle).manifest
         methods = (
             args.methods.split(",")
             if args.methods
-            else [p["method"] for p in manifest["operating_points"]]
-            + ([manifest["decoder"]["method"]] if manifest.get("decoder") else [])
+            else [p.method for p in manifest.operating_points] + ([manifest.decoder.method] if manifest.decoder else [])
         )
         rows = [measure(bundle, m, args.runs, args.warmup) for m in methods]
     heaviest = max(

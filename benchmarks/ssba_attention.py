@@ -65,7 +65,7 @@ def lower(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], path: Path)
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
-    from elasticdit.targets.android import delegation_of
+    from elasticdit.targets.android.export import delegation_of
 
     program = torch.export.export(module.eval(), inputs, strict=False)
     edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
@@ -91,8 +91,8 @@ def interleaved_ms(fns: dict[str, Callable[[], object]], runs: int, warmup: int 
 
 
 def etdump_share(path: Path, inputs: list[torch.Tensor], runs: int) -> dict:
-    from elasticdit.profile.etdump import breakdown, read_events
-    from elasticdit.runners.executorch_host import ExecuTorchProgram
+    from elasticdit.targets.android.etdump import breakdown, read_events
+    from elasticdit.targets.android.runtime import ExecuTorchProgram
 
     program = ExecuTorchProgram(path, etdump=True)
     for _ in range(runs):
@@ -114,9 +114,9 @@ def main() -> None:
     silence_library_noise()
     stop_malloc_page_faults()
 
-    from elasticdit.runners.executorch_host import ExecuTorchProgram
     from elasticdit.ssba.lowering import make_core
     from elasticdit.ssba.pattern import compile_pattern
+    from elasticdit.targets.android.runtime import ExecuTorchProgram
 
     set_all_threads(args.threads)
     pattern = compile_pattern((args.grid, args.grid), TILE, WINDOW, True, TEXT)

@@ -8,8 +8,8 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
-from elasticdit import exporter
 from elasticdit.cli import app
+from elasticdit.targets.android import AndroidTarget
 from elasticdit.verify import verify_bundle
 
 runner = CliRunner()
@@ -21,11 +21,8 @@ def export(args: list[str]):
 
 
 @pytest.fixture(scope="module")
-def bundle(tiny_ckpt, tmp_path_factory):
-    out = tmp_path_factory.mktemp("android") / "bundle"
-    result = export([str(tiny_ckpt), "--target", "android", "--ops", OPS, "-o", str(out), "--json"])
-    assert result.exit_code == 0, result.output + result.stderr
-    return out, json.loads(result.stdout)
+def bundle(android_bundle):
+    return android_bundle
 
 
 def test_manifest_describes_every_method(bundle, tiny_ckpt):
@@ -91,11 +88,11 @@ def test_failure_midway_leaves_dir_untouched(bundle, tiny_ckpt, monkeypatch):
     out, _ = bundle
     before = {p.name: p.read_bytes() for p in out.iterdir()}
 
-    def broken(units, models, recipe, folder, report, calibration):
+    def broken(self, lowered, recipe, folder, report):
         (folder / "model.pte").write_bytes(b"partial")
         raise RuntimeError("injected failure while lowering")
 
-    monkeypatch.setattr(exporter, "_writer_for", lambda target: broken)
+    monkeypatch.setattr(AndroidTarget, "write", broken)
     result = export([str(tiny_ckpt), "--ops", OPS, "-o", str(out), "--force"])
     assert result.exit_code != 0
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before

@@ -7,7 +7,7 @@ import json
 import shutil
 
 import pytest
-from test_profile_support import adb_calls, android_bundle, arm64_elf, install_fake_adb
+from test_profile_support import adb_calls, arm64_elf, install_fake_adb
 from typer.testing import CliRunner
 
 from elasticdit.cli import app
@@ -16,8 +16,8 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def bundle(tiny_ckpt, tmp_path_factory):
-    return android_bundle(tmp_path_factory, tiny_ckpt)
+def bundle(android_bundle):
+    return android_bundle[0]
 
 
 def tampered(bundle, tmp_path, how: str):

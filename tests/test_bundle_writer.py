@@ -5,9 +5,11 @@ import json
 import pytest
 
 from elasticdit.bundle import BundleWriter
+from elasticdit.bundle.files import check_files
+from elasticdit.bundle.reader import read_manifest
 from elasticdit.errors import BundleError, RecipeError
-from elasticdit.manifest import check_files, read_manifest
-from elasticdit.recipes import load_recipe, parse_recipe
+from elasticdit.recipes import parse_recipe
+from elasticdit.targets import TARGETS, target_recipe
 
 MANIFEST = {
     "format": "elasticdit-bundle",
@@ -75,23 +77,28 @@ def test_unwritable_destination(tmp_path):
 
 
 def test_recipes_parse_and_name_bad_keys():
-    r = load_recipe(None, "android")
+    r = target_recipe(None, "android")
     assert r.name == "android-fp32" and r.quantization == "none" and r.max_rel_error == 1e-4
     base = {"name": "x", "target": "android"}
     with pytest.raises(RecipeError, match="unknown recipe key 'quantization.bits'"):
-        parse_recipe({**base, "quantization": {"bits": 4}})
+        parse_recipe({**base, "quantization": {"bits": 4}}, "<recipe>", TARGETS)
     with pytest.raises(RecipeError, match="unknown recipe section"):
-        parse_recipe({**base, "turbo": {"on": True}})
+        parse_recipe({**base, "turbo": {"on": True}}, "<recipe>", TARGETS)
     with pytest.raises(RecipeError, match="'quantization.scheme' = 'int8-weight-only' is not offered for android"):
-        parse_recipe({**base, "quantization": {"scheme": "int8-weight-only"}})
+        parse_recipe({**base, "quantization": {"scheme": "int8-weight-only"}}, "<recipe>", TARGETS)
     with pytest.raises(RecipeError, match="'lowering.attention' = 'magic'"):
-        parse_recipe({**base, "lowering": {"attention": "magic"}})
+        parse_recipe({**base, "lowering": {"attention": "magic"}}, "<recipe>", TARGETS)
     with pytest.raises(RecipeError, match="wrong type"):
-        parse_recipe({**base, "quantization": {"group_size": "32"}})
+        parse_recipe({**base, "quantization": {"group_size": "32"}}, "<recipe>", TARGETS)
     with pytest.raises(RecipeError, match="unknown recipe 'android-fp64'"):
-        load_recipe("android-fp64", "android")
+        target_recipe("android-fp64", "android")
+    with pytest.raises(RecipeError, match="'target' = 'web' is not one of android, ios, onnx"):
+        parse_recipe({"name": "x", "target": "web"}, "<recipe>", TARGETS)
+    # what differs by target comes from the target: iOS computes in fp16 unless a recipe says otherwise
+    assert parse_recipe({"name": "x", "target": "ios"}, "<recipe>", TARGETS).precision == "fp16"
+    assert parse_recipe(base, "<recipe>", TARGETS).precision == "fp32"
     with pytest.raises(RecipeError, match="is for target android, not ios"):
-        load_recipe("android-fp32", "ios")
+        target_recipe("android-fp32", "ios")
 
 
 # --- --force never deletes what is not ours ----------------------------------------------------------------
@@ -153,7 +160,7 @@ def test_force_replaces_an_empty_folder_and_refuses_a_link(tmp_path):
 
 
 def test_replacement_swaps_atomically_or_falls_back(tmp_path, monkeypatch):
-    from elasticdit import bundle
+    from elasticdit.bundle import writer as bundle
 
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir()

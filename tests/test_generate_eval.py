@@ -3,8 +3,6 @@ matches the PyTorch reference, the JSON shape of `eval`, and one-line errors."""
 
 from __future__ import annotations
 
-import dataclasses
-import importlib.util
 import io
 import json
 
@@ -13,9 +11,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from elasticdit.checkpoint import save_checkpoint
 from elasticdit.cli import app
-from elasticdit.presets import random_weights, tiny_config
 
 runner = CliRunner()
 OP = "r2_d2"  # the cheapest point of the tiny config: 4x4 tokens, two blocks
@@ -31,14 +27,10 @@ def pixels(path) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    """Random weights with a text encoder, and latent scaling/shift factors that are not the identity, so the
-    bundle path's unscaling before `decode` is exercised."""
-    cfg = tiny_config(text_encoder=True)
-    cfg = dataclasses.replace(cfg, vae=dataclasses.replace(cfg.vae, scaling_factor=1.7, shift_factor=0.2))
-    path = tmp_path_factory.mktemp("gen") / "tiny.safetensors"
-    save_checkpoint(path, cfg, random_weights(cfg, 3))
-    return path
+def ckpt(tiny_ckpt):
+    """conftest's tiny checkpoint: random weights with a text encoder, and latent scaling/shift factors that are not
+    the identity, so the bundle path's unscaling before `decode` is exercised."""
+    return tiny_ckpt
 
 
 def export(ckpt, target: str, out, extra: list[str] = ()) -> None:
@@ -47,10 +39,8 @@ def export(ckpt, target: str, out, extra: list[str] = ()) -> None:
 
 
 @pytest.fixture(scope="module")
-def android(ckpt, tmp_path_factory):
-    out = tmp_path_factory.mktemp("gen-android") / "bundle"
-    export(ckpt, "android", out)
-    return out
+def android(android_bundle):
+    return android_bundle[0]  # conftest's: android-fp32 with r1_d4 and OP
 
 
 def generate(source, out, seed: int = 7, extra: list[str] = ()) -> dict:
@@ -92,13 +82,8 @@ def test_cfg_batched_bundle_matches_the_unbatched_one(ckpt, android, tmp_path):
     assert np.abs(pixels(tmp_path / "batched.png") - pixels(tmp_path / "two-calls.png")).max() <= 2
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("elasticdit.runners.onnx_host") is None or importlib.util.find_spec("onnxruntime") is None,
-    reason="no ONNX host runner",
-)
-def test_onnx_bundle_same_seed_same_image(ckpt, tmp_path):
-    out = tmp_path / "onnx"
-    export(ckpt, "onnx", out)
+def test_onnx_bundle_same_seed_same_image(ckpt, onnx_bundle, tmp_path):
+    out, _ = onnx_bundle
     summary = generate(out, tmp_path / "a.png")
     generate(out, tmp_path / "b.png")
     generate(ckpt, tmp_path / "ref.png")
@@ -123,11 +108,12 @@ def test_eval_json_shape(ckpt):
 
 
 def test_eval_on_a_bundle_takes_gflops_from_the_manifest(android):
-    result = invoke(["eval", str(android), "--prompts", "1", "--steps", "1", "--json"])
+    result = invoke(["eval", str(android), "--prompts", "1", "--steps", "1", "--ops", OP, "--json"])
     assert result.exit_code == 0, result.output + result.stderr
     manifest = json.loads((android / "manifest.json").read_text())
     (row,) = json.loads(result.stdout)["operating_points"]
-    assert row["name"] == OP and row["gflops"] == manifest["operating_points"][0]["gflops"]
+    point = next(p for p in manifest["operating_points"] if p["name"] == OP)
+    assert row["name"] == OP and row["gflops"] == point["gflops"]
 
 
 @pytest.mark.parametrize(

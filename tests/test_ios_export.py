@@ -12,9 +12,12 @@ from typer.testing import CliRunner
 
 from elasticdit.cli import app
 from elasticdit.errors import BundleError, ExportError
-from elasticdit.manifest import TensorSpec
+from elasticdit.lowering import export_program
 from elasticdit.slicing import ExportUnit
-from elasticdit.targets import ios
+from elasticdit.specs import MethodKind, TensorSpec
+from elasticdit.targets import TARGETS
+from elasticdit.targets.ios import convert, package
+from elasticdit.targets.ios import runner as ios_runner
 from elasticdit.verify import verify_bundle
 
 runner = CliRunner()
@@ -35,9 +38,8 @@ def verify(out, ckpt) -> dict:
 
 
 @pytest.fixture(scope="module")
-def bundle(tiny_ckpt, tmp_path_factory):
-    out = tmp_path_factory.mktemp("ios") / "bundle"
-    return out, export(tiny_ckpt, out, "--ops", OPS)
+def bundle(ios_bundle):
+    return ios_bundle
 
 
 def test_package_functions_and_features_match_the_manifest(bundle):
@@ -49,7 +51,7 @@ def test_package_functions_and_features_match_the_manifest(bundle):
         WEIGHTS,
         "model.mlpackage/Manifest.json",
     ]
-    spec = ios.load_spec(out / "model.mlpackage").get_spec()
+    spec = package.load_spec(out / "model.mlpackage").get_spec()
     functions = {f.name: f for f in spec.description.functions}
     methods = ["denoise_r1_d4", "denoise_r2_d2", "decode", "encode_text"]
     assert list(functions) == methods and spec.description.defaultFunctionName == "denoise_r1_d4"
@@ -57,7 +59,7 @@ def test_package_functions_and_features_match_the_manifest(bundle):
     for entry in entries:
         f = functions[entry["method"]]
         assert entry["file"] == "model.mlpackage"
-        assert ios.feature_specs(f.input) == entry["inputs"] and ios.feature_specs(f.output) == entry["outputs"]
+        assert package.feature_specs(f.input) == entry["inputs"] and package.feature_specs(f.output) == entry["outputs"]
     # Core ML has no int64 inputs: the manifest says what the package takes
     assert manifest["text_encoder"]["inputs"] == [{"name": "tokens", "shape": [1, 5], "dtype": "int32"}]
     assert manifest["operating_points"][0]["inputs"][0] == {
@@ -106,11 +108,11 @@ def test_fp16_emulation_keeps_the_timestep_sinusoid_fp32():
     module = _Sinusoid().eval()
     t = torch.tensor([0.937])
     ep = torch.export.export(module, (t,)).run_decompositions({})
-    island = {n.target for n in ios.fp32_island(ep.graph)}
+    island = {n.target for n in ios_runner.fp32_island(ep.graph)}
     assert {torch.ops.aten.sin.default, torch.ops.aten.cos.default, torch.ops.aten.mul.Tensor} <= island
     assert torch.ops.aten.linear.default not in island and torch.ops.aten.cat.default not in island
     ref = module(t)
-    emulated = ios.run_graph(ep, {}, [t], half=True)[0]
+    emulated = ios_runner.run_graph(ep, {}, [t], half=True)[0]
     naive = module.half()(t.half()).float()  # everything fp16: sigma * 1000 has a spacing of 0.5
     assert (emulated - ref).norm() < 0.2 * (naive - ref).norm()
 
@@ -174,7 +176,7 @@ def test_weights_are_stored_once_after_compression(compressed):
         assert set(report[method]["compressed_weights"]) == {op}
     shallow = report["denoise_r1_d2"]
     assert shallow["weight_blobs"] == shallow["weight_blobs_shared"] > 0  # every blob it uses is r1_d4's too
-    assert ios.duplicate_blobs(out / "model.mlpackage") == 0
+    assert package.duplicate_blobs(out / "model.mlpackage") == 0
     # the package holds little more than the full point alone needs (a one-point bundle's weight.bin)
     weight_bin = next(f["bytes"] for f in summary["files"] if f["path"] == WEIGHTS)
     assert weight_bin / report["denoise_r1_d4"]["weight_bytes"] <= 1.05
@@ -199,7 +201,7 @@ def test_failure_midway_leaves_dir_untouched(bundle, bare_ckpt, tmp_path, monkey
         (target / "Manifest.json").write_text("partial")
         raise RuntimeError("injected failure while merging")
 
-    monkeypatch.setattr(ios, "merge", broken)
+    monkeypatch.setattr(convert, "merge", broken)
     result = runner.invoke(
         app, ["export", str(bare_ckpt), "--target", "ios", "--ops", "r2_d2", "-o", str(dest), "--force"]
     )
@@ -217,11 +219,11 @@ class _ComplexRotation(torch.nn.Module):
 def test_conversion_failure_names_the_method_and_the_op():
     unit = ExportUnit(
         "denoise_r9_d1",
-        "denoise",
+        MethodKind.DENOISE,
         _ComplexRotation(),
         (torch.randn(1, 8),),
         [TensorSpec("latent", [1, 8])],
         [TensorSpec("velocity", [1, 8])],
     )
     with pytest.raises(ExportError, match=r"Core ML conversion of denoise_r9_d1 failed at torch op .*view_as_complex"):
-        ios.convert(unit, ios.coreml_program(unit), "fp16")
+        convert.convert(unit, export_program(unit, TARGETS["ios"].formulation), "fp16")

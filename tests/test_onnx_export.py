@@ -12,9 +12,10 @@ import pytest
 from onnx.external_data_helper import _get_all_tensors, uses_external_data
 from typer.testing import CliRunner
 
+from elasticdit.bundle.reader import read_bundle
 from elasticdit.cli import app
 from elasticdit.errors import BundleError
-from elasticdit.runners.onnx_host import OnnxBundle
+from elasticdit.targets.onnx.runtime import OnnxRunner
 from elasticdit.verify import verify_bundle
 
 runner = CliRunner()
@@ -48,9 +49,8 @@ def external_ranges(path) -> list[tuple[int, int]]:
 
 
 @pytest.fixture(scope="module")
-def bundle(tiny_ckpt, tmp_path_factory):
-    out = tmp_path_factory.mktemp("onnx") / "bundle"
-    return out, export(tiny_ckpt, out, "--ops", OPS)
+def bundle(onnx_bundle):
+    return onnx_bundle
 
 
 def test_graphs_match_the_manifest_and_share_one_weights_file(bundle):
@@ -86,8 +86,7 @@ def test_verify_runs_every_graph_in_onnx_runtime(bundle, tiny_ckpt):
 
 def test_host_runner_uses_the_thread_count(bundle):
     out, _ = bundle
-    manifest = json.loads((out / "manifest.json").read_text())
-    runner_ = OnnxBundle(out, manifest, threads=1)
+    runner_ = OnnxRunner(out, read_bundle(out).manifest, threads=1)
     assert runner_.session("decode").get_session_options().intra_op_num_threads == 1
     with pytest.raises(BundleError, match="no method 'denoise_r4_d2'"):
         runner_.session("denoise_r4_d2")

@@ -146,14 +146,22 @@ def test_malformed_results_are_named(tmp_path, content, message):
 
 def test_plan_reads_a_real_profile_report(tmp_path):
     # the profile tests check the producer; here the consumer reads the same shape `build_report` writes
+    from elasticdit.bundle.manifest import Manifest, PointEntry
     from elasticdit.profile.report import build_report
+    from elasticdit.targets import target_recipe
 
-    manifest = {
-        "target": "android",
-        "recipe": {"name": "android-fp32"},
-        "resolution": [128, 128],
-        "operating_points": [{"name": "r2_d2", "method": "denoise_r2_d2", "gflops": 0.0014}],
-    }
+    point = PointEntry(
+        method="denoise_r2_d2", file="model.pte", inputs=[], outputs=[], name="r2_d2", compression_ratio=2, depth="2",
+        blocks=[0, 3], gflops=0.0014,
+    )  # fmt: skip
+    manifest = Manifest(
+        target="android",
+        checkpoint_sha256="x",
+        recipe=target_recipe("android-fp32", "android"),
+        resolution=(128, 128),
+        scheduler={},
+        operating_points=[point],
+    )
     events = [
         {"event": "method", "kind": "decode", "method": "decode", "load_ms": {"first": 1, "warm": 1}, "ms": [8.0]},
         {

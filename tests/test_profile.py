@@ -7,20 +7,20 @@ import json
 import shutil
 
 import pytest
-from test_profile_support import android_bundle, real_etdump
+from test_profile_support import real_etdump
 from typer.testing import CliRunner
 
 from elasticdit.cli import app
-from elasticdit.profile.etdump import ops_from_etdump
 from elasticdit.profile.stats import guidance_rule, pareto_front, percentile, summarize
+from elasticdit.targets.android.etdump import ops_from_etdump
 
 runner = CliRunner()
 RUNS = 3
 
 
 @pytest.fixture(scope="module")
-def bundle(tiny_ckpt, tmp_path_factory):
-    return android_bundle(tmp_path_factory, tiny_ckpt)
+def bundle(android_bundle):
+    return android_bundle[0]
 
 
 @pytest.fixture(scope="module")
@@ -173,17 +173,16 @@ def test_statistics():
     assert (s["min"], s["median"], s["p90"], s["all"]) == (1.0, 3.0, 4.6, [5.0, 1.0, 3.0])
     # lower latency and higher quality are better: (3, 0.5) is beaten by (2, 0.6)
     assert pareto_front([(1.0, 0.2), (2.0, 0.6), (3.0, 0.5), (4.0, 0.9)]) == [0, 1, 3]
-    manifest = {"scheduler": {"guidance_scale": 4.5}, "cfg_batch": True}
-    assert guidance_rule(manifest)["denoise_calls_per_step"] == 1
-    assert guidance_rule({"scheduler": {"guidance_scale": 4.5}, "cfg_batch": False})["denoise_calls_per_step"] == 2
-    assert guidance_rule({"scheduler": {"guidance_scale": 4.5}}, guidance=1.0)["denoise_calls_per_step"] == 1
+    scheduler = {"guidance_scale": 4.5}
+    assert guidance_rule(scheduler, cfg_batch=True)["denoise_calls_per_step"] == 1
+    assert guidance_rule(scheduler, cfg_batch=False)["denoise_calls_per_step"] == 2
+    assert guidance_rule(scheduler, cfg_batch=False, guidance=1.0)["denoise_calls_per_step"] == 1
 
 
-def test_onnx_bundle_profiles_through_onnx_runtime(tiny_ckpt, tmp_path):
-    out = tmp_path / "onnx"
-    result = runner.invoke(app, ["export", str(tiny_ckpt), "--target", "onnx", "--ops", "r2_d2", "-o", str(out)])
-    assert result.exit_code == 0, result.output + result.stderr
-    result = runner.invoke(app, ["profile", str(out), "--runs", "2", "--warmup", "1", "--no-memory", "--json"])
+def test_onnx_bundle_profiles_through_onnx_runtime(onnx_bundle):
+    out, _ = onnx_bundle
+    args = ["profile", str(out), "--ops", "r2_d2", "--runs", "2", "--warmup", "1", "--no-memory", "--json"]
+    result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output + result.stderr
     report = json.loads(result.stdout)
     assert report["target"] == "onnx" and report["device"]["backend"].startswith("ONNX Runtime")

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_profile_support import DATA, adb_calls, android_bundle, arm64_elf, install_fake_adb, real_etdump
+from test_profile_support import DATA, adb_calls, arm64_elf, install_fake_adb, real_etdump
 from typer.testing import CliRunner
 
 from elasticdit.cli import app
@@ -33,8 +33,8 @@ PROPS = {
 
 
 @pytest.fixture(scope="module")
-def bundle(tiny_ckpt, tmp_path_factory):
-    return android_bundle(tmp_path_factory, tiny_ckpt)
+def bundle(android_bundle):
+    return android_bundle[0]
 
 
 @pytest.fixture

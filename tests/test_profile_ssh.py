@@ -18,7 +18,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from test_profile_support import android_bundle
 from typer.testing import CliRunner
 
 from elasticdit.cli import app
@@ -111,8 +110,8 @@ def sshd(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def bundle(tiny_ckpt, tmp_path_factory):
-    return android_bundle(tmp_path_factory, tiny_ckpt)
+def bundle(android_bundle):
+    return android_bundle[0]
 
 
 def ssh_flags(sshd, **override) -> list[str]:

@@ -1,4 +1,5 @@
-"""Helpers shared by the profile tests (no tests here): one tiny Android bundle and one real ETDump per session."""
+"""Helpers shared by the profile tests (no tests here): one real ETDump per session, a fake adb, an arm64 ELF.
+The tiny Android bundle they profile is conftest's session fixture `android_bundle`."""
 
 from __future__ import annotations
 
@@ -9,37 +10,21 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from elasticdit.cli import app
-
-OPS = "r1_d4,r2_d2"
 DATA = Path(__file__).parent / "data"
-
-
-def android_bundle(tmp_path_factory: pytest.TempPathFactory, ckpt: Path) -> Path:
-    """Exported once per session (about 40 s here) and shared by every profile test module."""
-    root = tmp_path_factory.getbasetemp() / "profile-android-bundle"
-    if not (root / "manifest.json").exists():
-        result = CliRunner().invoke(
-            app, ["export", str(ckpt), "--target", "android", "--ops", OPS, "-o", str(root), "--json"]
-        )
-        assert result.exit_code == 0, result.output + result.stderr
-    return root
 
 
 def real_etdump(tmp_path_factory: pytest.TempPathFactory, bundle: Path, method: str = "denoise_r2_d2") -> Path:
     """An ETDump written by the ExecuTorch runtime running one of the bundle's methods three times."""
     path = tmp_path_factory.getbasetemp() / f"{method}.etdp"
     if not path.exists():
-        from elasticdit.manifest import read_manifest
-        from elasticdit.profile.host import ExecuTorchHost, inputs_for
+        from elasticdit.bundle.reader import read_bundle
+        from elasticdit.profile.host import inputs_for
+        from elasticdit.targets.android.profile import ExecuTorchHost
 
-        manifest = read_manifest(bundle)
-        entry = next(p for p in manifest["operating_points"] if p["method"] == method)
-        host = ExecuTorchHost(bundle, manifest, None)
-        (program, loaded), _ = host.load(entry, etdump=True)
-        inputs = inputs_for("denoise", entry)
+        entry = read_bundle(bundle).manifest.method(method)
+        (program, loaded), _ = ExecuTorchHost(bundle, None).load(entry, etdump=True)
+        inputs = inputs_for(entry)
         for _ in range(3):
             loaded.execute(inputs)
         program.write_etdump(path)

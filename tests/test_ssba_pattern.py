@@ -1,4 +1,4 @@
-"""The SSBA mask follows DESIGN's rules, checked against a token-by-token construction of them."""
+"""The SSBA mask follows the rules of docs/design.md, checked against a token-by-token construction of them."""
 
 import numpy as np
 import pytest
@@ -11,7 +11,7 @@ from elasticdit.ssba.pattern import block_is_shifted, compile_pattern
 
 
 def rule_mask(gh, gw, tile, window, shifted):
-    """DESIGN's rules written out literally, one (query, key) pair at a time."""
+    """The rules of docs/design.md written out literally, one (query, key) pair at a time."""
     s = tile // 2 if shifted else 0
     nth, ntw = gh // tile, gw // tile
 

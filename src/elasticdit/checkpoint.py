@@ -85,18 +85,6 @@ def load_checkpoint(path: str | Path, resolution: tuple[int, int] | None = None)
     return Checkpoint(path, cfg, tensors, hashlib.sha256(data).hexdigest())
 
 
-def read_config(path: str | Path) -> ModelConfig:
-    """Only the config (no tensors are read beyond the header)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    with path.open("rb") as f:
-        head = f.read(8)
-        size = path.stat().st_size
-        header = _parse_header(head + f.read(_header_length(head, size, path)), size, path)
-    return _config_from_metadata(header.get("__metadata__"), path)
-
-
 def _header_length(head: bytes, size: int, path: Path) -> int:
     if len(head) < 8:
         raise NotSafetensorsError(f"{path} is not a safetensors file (only {size} bytes)")

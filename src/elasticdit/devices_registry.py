@@ -131,7 +131,7 @@ def _check(where: str, table: dict[str, Any], schema: dict[str, tuple[Any, bool]
 
 
 def _detect_host() -> dict[str, Any]:
-    from .profile.hostinfo import host_info
+    from .hostinfo import host_info
 
     info = host_info()
     cores = info["cores"] or 1

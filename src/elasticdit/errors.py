@@ -89,10 +89,6 @@ class ExportError(ElasticDiTError):
     """Lowering or serialising an operating point failed."""
 
 
-class VerificationError(ElasticDiTError):
-    """A bundle did not match its reference."""
-
-
 class DeviceError(ElasticDiTError):
     """A device is missing, unreachable or misbehaving."""
 
@@ -103,3 +99,10 @@ class DeviceProfileError(ElasticDiTError):
 
 class ProfileError(ElasticDiTError):
     """A profile result is malformed or cannot satisfy a request."""
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (at most `limit` characters), or its type's name when empty:
+    what a one-line error says about a third-party failure."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__

@@ -1,22 +1,25 @@
-"""`export`: checkpoint -> sliced static units -> a target's artifact -> manifest, written atomically."""
+"""`export`: checkpoint -> operating points -> lowered programs -> the target's artifacts -> manifest, written
+atomically (docs/design.md, "Data flow")."""
 
 from __future__ import annotations
 
-import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .bundle import BundleWriter
+from .bundle.manifest import Manifest, MethodEntry, PointEntry, TextEncoderEntry
+from .bundle.writer import BundleWriter
 from .checkpoint import Checkpoint, load_checkpoint
-from .errors import ExportError
 from .inspection import count_cost, ssba_stats
-from .manifest import MethodEntry, PointEntry, build_manifest
+from .lowering import lower
 from .operating_points import OperatingPoint, full_point, select
 from .progress import reporter
+from .quiet import silence_library_noise
 from .recipes import Recipe, load_recipe
 from .slicing import ExportUnit, export_units
+from .specs import MethodKind
+from .targets import TARGETS, Artifact, get_target
 
 
 @dataclass
@@ -32,30 +35,16 @@ class ExportRequest:
     progress: bool | None = None
 
 
-def _writer_for(target: str):
-    if target == "android":
-        from .targets.android import write_android
-
-        return write_android
-    if target == "ios":
-        from .targets.ios import write_ios
-
-        return write_ios
-    if target == "onnx":
-        from .targets.onnx import write_onnx
-
-        return write_onnx
-    raise ExportError(f"unknown target '{target}'; choose android, ios or onnx")
-
-
-def _point_entry(ck: Checkpoint, unit: ExportUnit, resolution: tuple[int, int], file: str) -> PointEntry:
+def point_entry(ck: Checkpoint, unit: ExportUnit, resolution: tuple[int, int]) -> PointEntry:
+    """A denoise method's manifest entry, its cost counted on the float module (batch 1); the file and the
+    signature are the artifact's (`with_artifact`)."""
     point = unit.point
     assert point is not None
     stats = ssba_stats(ck.cfg, point, resolution)
     _, gflops = count_cost(unit.module, tuple(t[:1] for t in unit.example_inputs))
     return PointEntry(
         method=unit.method,
-        file=file,
+        file="",
         inputs=unit.inputs,
         outputs=unit.outputs,
         name=point.name,
@@ -69,80 +58,100 @@ def _point_entry(ck: Checkpoint, unit: ExportUnit, resolution: tuple[int, int], 
     )
 
 
+def build_manifest(
+    req: ExportRequest,
+    ck: Checkpoint,
+    recipe: Recipe,
+    resolution: tuple[int, int],
+    points: list[OperatingPoint],
+    entries: list[PointEntry],
+    units: list[ExportUnit],
+    artifacts: list[Artifact],
+) -> Manifest:
+    cfg = ck.cfg
+    by_method = {a.method: a for a in artifacts}
+    by_kind = {u.kind: u for u in units}
+
+    def entry(kind: MethodKind) -> dict[str, Any] | None:
+        unit = by_kind.get(kind)
+        if unit is None:
+            return None
+        a = by_method[unit.method]
+        return {"kind": kind, "method": unit.method, "file": a.file, "inputs": a.inputs, "outputs": a.outputs}
+
+    te = cfg.text_encoder
+    decoder, text_encoder = entry(MethodKind.DECODE), entry(MethodKind.ENCODE_TEXT)
+    return Manifest(
+        target=req.target,
+        tool_version=__version__,
+        checkpoint_sha256=ck.sha256,
+        recipe=recipe,
+        resolution=resolution,
+        scheduler={
+            "kind": cfg.scheduler.kind,
+            "shift": cfg.scheduler.shift,
+            "steps": cfg.scheduler.steps,
+            "guidance_scale": cfg.scheduler.guidance_scale,
+        },
+        latent={
+            "channels": cfg.transformer.in_channels,
+            "size": list(cfg.latent_size(resolution)),
+            "scaling_factor": cfg.vae.scaling_factor if cfg.vae else 1.0,
+            "shift_factor": cfg.vae.shift_factor if cfg.vae else 0.0,
+        },
+        cfg_batch=req.cfg_batch,
+        default_operating_point=full_point(cfg).name if full_point(cfg) in points else points[0].name,
+        operating_points=[
+            replace(e, file=a.file, inputs=a.inputs, outputs=a.outputs) for e in entries for a in [by_method[e.method]]
+        ],
+        decoder=MethodEntry(**decoder) if decoder else None,
+        text_encoder=(
+            TextEncoderEntry(
+                **{k: v for k, v in text_encoder.items() if k != "kind"},
+                tokenizer={"kind": "words", "vocab": list(te.vocab), "length": cfg.transformer.text_len}
+                if te
+                else None,
+            )
+            if text_encoder
+            else None
+        ),
+        backend_report={a.method: a.report for a in artifacts},
+    )
+
+
 def export_bundle(req: ExportRequest) -> dict[str, Any]:
     """Write the bundle; returns a summary (bundle path, files, per-operating-point status)."""
-    writer_fn = _writer_for(req.target)
-    recipe: Recipe = load_recipe(req.recipe, req.target)
+    silence_library_noise()
+    target = get_target(req.target)
+    recipe = load_recipe(req.recipe, target, TARGETS)
     ck = load_checkpoint(req.checkpoint, req.resolution)
-    cfg = ck.cfg
-    resolution = req.resolution or cfg.resolution
-    points: list[OperatingPoint] = select(cfg, req.ops or list(recipe.operating_points))
+    resolution = req.resolution or ck.cfg.resolution
+    points = select(ck.cfg, req.ops or list(recipe.operating_points))
     models = ck.models()
     batch = 2 if req.cfg_batch else 1
-    units = export_units(models, points, resolution, recipe.attention, batch)
-    calibration = functools.partial(_calibration, models, resolution, recipe, batch)
+    units = export_units(models, points, resolution, recipe.attention, batch)  # float: costs and calibration
+
+    def calibration(unit: ExportUnit) -> list[tuple]:
+        from .calibration import denoise_samples
+
+        assert unit.point is not None
+        return denoise_samples(models, unit.point, resolution, recipe.calibration_samples, batch)
+
     with BundleWriter(req.output, req.force) as writer, reporter(len(units) + 2, req.progress) as report:
-        entries = [_point_entry(ck, u, resolution, "") for u in units if u.kind == "denoise"]
-        methods = writer_fn(units, models, recipe, writer.root, report, calibration)
+        entries = [point_entry(ck, u, resolution) for u in units if u.kind == MethodKind.DENOISE]  # before lowering
+        lowered = lower(models, units, recipe, target.formulation, calibration, report)
+        artifacts = target.write(lowered, recipe, writer.root, report)
         report.stage("writing the manifest")
-        for unit in units:  # a target may take other dtypes than the units (Core ML: int32 token ids)
-            unit.inputs = methods[unit.method].get("inputs", unit.inputs)
-            unit.outputs = methods[unit.method].get("outputs", unit.outputs)
-        for entry in entries:
-            entry.file = methods[entry.method]["file"]
-            entry.inputs = methods[entry.method].get("inputs", entry.inputs)
-            entry.outputs = methods[entry.method].get("outputs", entry.outputs)
-        by_kind = {u.kind: u for u in units}
-
-        def method(kind: str) -> MethodEntry | None:
-            unit = by_kind.get(kind)
-            if unit is None:
-                return None
-            return MethodEntry(unit.method, methods[unit.method]["file"], unit.inputs, unit.outputs)
-
-        te = cfg.text_encoder
-        manifest = build_manifest(
-            target=req.target,
-            checkpoint_sha256=ck.sha256,
-            recipe=recipe.to_manifest(),
-            resolution=resolution,
-            scheduler={
-                "kind": cfg.scheduler.kind,
-                "shift": cfg.scheduler.shift,
-                "steps": cfg.scheduler.steps,
-                "guidance_scale": cfg.scheduler.guidance_scale,
-            },
-            points=entries,
-            decoder=method("decode"),
-            text_encoder=method("encode_text"),
-            latent={
-                "channels": cfg.transformer.in_channels,
-                "size": list(cfg.latent_size(resolution)),
-                "scaling_factor": cfg.vae.scaling_factor if cfg.vae else 1.0,
-                "shift_factor": cfg.vae.shift_factor if cfg.vae else 0.0,
-            },
-            tokenizer={"kind": "words", "vocab": list(te.vocab), "length": cfg.transformer.text_len} if te else None,
-            default_point=full_point(cfg).name if full_point(cfg) in points else points[0].name,
-            cfg_batch=req.cfg_batch,
-            tool_version=__version__,
-        )
-        manifest["backend_report"] = {m: info.get("delegation") or info.get("report") for m, info in methods.items()}
-        manifest = writer.finish(manifest)
+        manifest = build_manifest(req, ck, recipe, resolution, points, entries, units, artifacts)
+        written = writer.finish(manifest.to_dict())
         report.advance()
     return {
         "bundle": str(Path(req.output).absolute()),
         "target": req.target,
         "recipe": recipe.name,
-        "files": manifest["files"],
-        "bytes": sum(f["bytes"] for f in manifest["files"]),
-        "operating_points": [{"name": e.name, "method": e.method, "status": "ok"} for e in entries],
-        "methods": sorted(methods),
-        "backend_report": manifest["backend_report"],
+        "files": written["files"],
+        "bytes": sum(f["bytes"] for f in written["files"]),
+        "operating_points": [{"name": p.name, "method": p.method, "status": "ok"} for p in manifest.operating_points],
+        "methods": sorted(a.method for a in artifacts),
+        "backend_report": written["backend_report"],
     }
-
-
-def _calibration(models, resolution, recipe: Recipe, batch: int, unit: ExportUnit) -> list[tuple]:
-    from .calibration import denoise_samples
-
-    assert unit.point is not None
-    return denoise_samples(models, unit.point, resolution, recipe.calibration_samples, batch)

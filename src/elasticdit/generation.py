@@ -2,9 +2,9 @@
 
 A *source* is either a bundle folder (android: ExecuTorch runtime; onnx: ONNX Runtime) or a checkpoint (the
 PyTorch reference; default: the demo). Both sample the same way: the prompt's word tokens through the text
-encoder, the empty prompt for classifier-free guidance, the seed's Gaussian noise drawn exactly as
-`Models.generate` draws it, `steps` rectified-flow Euler steps with SD3's time shift, then the decoder on the
-latent unscaled with the latent's scaling and shift factors. Same source, prompt, point, steps, guidance and
+encoder, the empty prompt for classifier-free guidance, the seed's Gaussian noise (`noise_for`), `steps`
+rectified-flow Euler steps with SD3's time shift, then the decoder on the latent unscaled with the latent's
+scaling and shift factors. Same source, prompt, point, steps, guidance and
 seed: the same image, byte for byte.
 """
 
@@ -38,7 +38,7 @@ class PointInfo:
 
 
 def noise_for(seed: int, shape: Sequence[int]) -> torch.Tensor:
-    """The initial latent of a seed: the same draw `Models.generate` makes."""
+    """The initial latent of a seed: one draw of N(0, 1) from a generator seeded with it."""
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
 
 
@@ -206,89 +206,67 @@ class BundleSource(Source):
     """A bundle run through its methods only, as an app would: everything it needs comes from the manifest."""
 
     def __init__(self, path: str | Path, threads: int | None = None):
-        from .manifest import read_manifest
+        from .bundle.reader import read_bundle
 
-        self.path = Path(path)
-        doc = self.manifest = read_manifest(self.path)
-        self.kind = doc["target"]
-        if doc.get("decoder") is None:
+        opened = read_bundle(path, check=False)
+        self.path, self.manifest = opened.path, opened.manifest
+        doc = self.manifest
+        self.kind = doc.target
+        if doc.decoder is None:
             raise GenerationError(f"{self.path} has no decode method, so it cannot make images")
-        self.resolution = tuple(doc["resolution"])
-        sched = doc["scheduler"]
+        self.resolution = tuple(doc.resolution)
+        sched = doc.scheduler
         self.steps, self.guidance, self.shift = int(sched["steps"]), float(sched["guidance_scale"]), sched["shift"]
-        self.latent = doc.get("latent") or {}
-        self.cfg_batch = bool(doc.get("cfg_batch"))
-        self._entries = {p["name"]: p for p in doc["operating_points"]}
-        self.points = [
-            PointInfo(p["name"], float(p.get("gflops", 0.0)), int(p.get("compression_ratio", 0)), str(p.get("depth")))
-            for p in doc["operating_points"]
-        ]
-        self.default_point = doc.get("default_operating_point") or self.points[0].name
-        self.runner = self._runner(threads)
+        self.latent = doc.latent
+        self.cfg_batch = doc.cfg_batch
+        self._entries = {p.name: p for p in doc.operating_points}
+        self.points = [PointInfo(p.name, p.gflops, p.compression_ratio, p.depth) for p in doc.operating_points]
+        self.default_point = doc.default_operating_point or self.points[0].name
+        if not opened.target.runs_without_checkpoint:
+            raise GenerationError(
+                f"{self.path} is a {self.kind} bundle; this host cannot run it (Core ML runs only on Apple devices)"
+            )
+        self.runner = opened.target.host_runner(self.path, doc, threads)
         self._text_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def _runner(self, threads: int | None) -> Any:
-        if self.kind == "android":
-            from .runners.executorch_host import ExecuTorchProgram
-
-            files = {self.manifest["decoder"]["file"], *(p["file"] for p in self.manifest["operating_points"])}
-            if len(files) != 1:
-                raise BundleError(f"{self.path}: expected one .pte for every method, got {sorted(files)}")
-            program = ExecuTorchProgram(self.path / files.pop(), threads)
-            return lambda method, inputs: program.run(method, inputs)
-        if self.kind == "onnx":
-            try:
-                from .runners.onnx_host import OnnxBundle
-            except ImportError:
-                raise GenerationError("this installation cannot run ONNX bundles (no ONNX host runner)") from None
-            bundle = OnnxBundle(self.path, self.manifest, threads)
-            return lambda method, inputs: bundle.run(method, inputs)
-        raise GenerationError(
-            f"{self.path} is a {self.kind} bundle; this host cannot run it (Core ML runs only on Apple devices)"
-        )
-
-    def _spec(self, entry: dict, name: str) -> dict:
-        for spec in entry["inputs"]:
-            if spec["name"] == name:
-                return spec
-        raise BundleError(f"{self.path}: method {entry['method']} has no input '{name}'")
+    def _run(self, entry: Any, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+        return self.runner.run(entry, inputs)
 
     def _encode(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
         """text [1, L, Dt], pooled [1, Dp] from the bundle's encode_text method."""
         if prompt in self._text_cache:
             return self._text_cache[prompt]
-        entry = self.manifest.get("text_encoder")
+        entry = self.manifest.text_encoder
         point = next(iter(self._entries.values()))
         if entry is None:
             if prompt:
                 raise GenerationError(f"{self.path} has no text encoder; only the empty prompt can be used")
-            text = torch.zeros(self._spec(point, "text")["shape"][1:])[None]
-            pooled = torch.zeros(self._spec(point, "pooled")["shape"][1:])[None]
+            text = torch.zeros(point.input("text").shape[1:])[None]
+            pooled = torch.zeros(point.input("pooled").shape[1:])[None]
         else:
-            tok = entry["tokenizer"]
+            tok = entry.tokenizer
             ids = torch.tensor([tokenize(prompt, tuple(tok["vocab"]), int(tok["length"]))], dtype=torch.int64)
-            text, pooled = self.runner(entry["method"], [ids])[:2]
+            text, pooled = self._run(entry, [ids])[:2]
         self._text_cache[prompt] = (text, pooled)
         return text, pooled
 
-    def _denoise(self, entry: dict) -> Callable[..., torch.Tensor]:
-        batch = int(self._spec(entry, "latent")["shape"][0])
-        method = entry["method"]
+    def _denoise(self, entry: Any) -> Callable[..., torch.Tensor]:
+        batch = int(entry.input("latent").shape[0])
 
         def call(latent, timestep, text, pooled):
             n = latent.shape[0]
             if n == batch:
-                return self.runner(method, [latent, timestep.float(), text, pooled])[0]
+                return self._run(entry, [latent, timestep.float(), text, pooled])[0]
             if n == 1 and batch == 2:  # a CFG-batched method asked for one row: run it twice over
                 twice = [torch.cat([t, t]) for t in (latent, timestep.float(), text, pooled)]
-                return self.runner(method, twice)[0][:1]
+                return self._run(entry, twice)[0][:1]
             if n == 2 and batch == 1:
                 halves = [
-                    self.runner(method, [t[i : i + 1] for t in (latent, timestep.float(), text, pooled)])[0]
+                    self._run(entry, [t[i : i + 1] for t in (latent, timestep.float(), text, pooled)])[0]
                     for i in range(2)
                 ]
                 return torch.cat(halves)
-            raise BundleError(f"{self.path}: method {method} takes batch {batch}, asked for {n}")
+            raise BundleError(f"{self.path}: method {entry.method} takes batch {batch}, asked for {n}")
 
         return call
 
@@ -299,7 +277,7 @@ class BundleSource(Source):
         entry = self._entries[point.name]
         text, pooled = self._encode(prompt)
         u_text, u_pooled = self._encode("")
-        shape = list(self._spec(entry, "latent")["shape"])
+        shape = list(entry.input("latent").shape)
         shape[0] = 1
         denoise = self._denoise(entry)
         latent = sample(
@@ -317,7 +295,7 @@ class BundleSource(Source):
         )
         scale = float(self.latent.get("scaling_factor", 1.0))
         shift = float(self.latent.get("shift_factor", 0.0))
-        image = self.runner(self.manifest["decoder"]["method"], [latent / scale + shift])[0]
+        image = self._run(self.manifest.decoder, [latent / scale + shift])[0]
         return to_uint8(image)
 
 

@@ -11,8 +11,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from .config import ModelConfig, check_resolution
 from .model.pipeline import Models
 from .operating_points import OperatingPoint, operating_points
-from .ssba.lowering import lowering_names
 from .ssba.pattern import block_is_shifted, compile_pattern
+
+DEFAULT_ATTENTION = "tiles"  # the SSBA lowering the Android recipes export, so `inspect` counts what ships
 
 
 @dataclass
@@ -47,10 +48,6 @@ class PointReport:
     attention: str
     ssba: SSBAStats | None
     activation_mb: float
-
-
-def default_sparse_lowering() -> str:
-    return "tiles" if "tiles" in lowering_names() else "masked"
 
 
 def ssba_stats(cfg: ModelConfig, point: OperatingPoint, resolution: tuple[int, int]) -> SSBAStats | None:
@@ -117,7 +114,7 @@ def inspect_models(models: Models, resolution: tuple[int, int] | None = None, at
     cfg = models.cfg
     resolution = resolution or cfg.resolution
     check_resolution(cfg, resolution)
-    attention = attention or default_sparse_lowering()
+    attention = attention or DEFAULT_ATTENTION
     device = next(models.transformer.parameters()).device.type
     points = []
     for point in operating_points(cfg):

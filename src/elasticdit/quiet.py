@@ -1,8 +1,10 @@
-"""Keep third-party chatter off the terminal: import-time warnings and the native runtime's log lines."""
+"""Keep third-party chatter off the terminal: loggers, import-time warnings, progress bars and the native
+runtimes' log lines. The one place that knows how each library talks."""
 
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import sys
@@ -23,12 +25,23 @@ NOISY_LOGGERS = (
 
 
 def silence_library_noise() -> None:
-    """Call before importing torch-family packages (torchao logs missing CUDA kernels as warnings)."""
-    for name in NOISY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.ERROR)
+    """Loggers of NOISY_LOGGERS (and their children already created) at ERROR, deprecation warnings off. Call it
+    before importing torch-family packages (torchao logs missing CUDA kernels as warnings) and again before a step
+    that creates loggers of its own (the ONNX exporter's "torchvision is not installed" and the like)."""
+    for name in [*NOISY_LOGGERS, *list(logging.root.manager.loggerDict)]:
+        if name.startswith(NOISY_LOGGERS):
+            logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", message=".*TorchScript.*")
+
+
+@contextlib.contextmanager
+def python_output_captured() -> Iterator[io.StringIO]:
+    """sys.stdout and sys.stderr into one buffer for the duration (tqdm bars, print-based reports)."""
+    sink = io.StringIO()
+    with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        yield sink
 
 
 @contextlib.contextmanager

@@ -1,32 +1,39 @@
 """Export recipes: TOML data that selects registered lowering and quantization steps.
 
-A recipe is found by name among the packaged `recipes/*.toml`, or read from a path. Every key is checked
-against the schema below; an unknown key or a value outside its choices is a `RecipeError` naming it.
+A recipe is found by name among the packaged ones (each target's `targets/<target>/recipes/*.toml`), or read
+from a path. Every key is checked against the schema below; an unknown key or a value outside its choices is a
+`RecipeError` naming it. What depends on the target (its name, the quantization schemes it offers, its defaults)
+comes from the target objects the caller passes in (`elasticdit.targets.TARGETS`), so this module knows no
+target by name.
 """
 
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .errors import RecipeError
 from .ssba.lowering import lowering_names
 
-DEFAULT_RECIPES = {"android": "android-fp32", "ios": "ios-fp16", "onnx": "onnx-fp32"}
-QUANT_SCHEMES = {
-    "android": ("none", "pt2e-int8", "8da4w"),
-    "ios": ("none", "linear-int8", "palettize"),
-    "onnx": ("none", "dynamic-int8"),
-}
+
+class RecipeTarget(Protocol):
+    """What recipe parsing needs to know of a target (`elasticdit.targets.base.Target` has it)."""
+
+    name: str
+    default_recipe: str
+    schemes: tuple[str, ...]  # quantization schemes it offers, "none" first
+    recipe_defaults: Mapping[str, Any]  # defaults that differ by target, e.g. {"precision": "fp16"}
+
 
 # section -> key -> (type, allowed values or None)
 SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], tuple | None]]] = {
     "": {
         "name": (str, None),
-        "target": (str, tuple(DEFAULT_RECIPES)),
+        "target": (str, None),  # checked against the targets given to parse_recipe
         "description": (str, None),
         "operating_points": (list, None),
     },
@@ -43,6 +50,9 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], tuple | None]]] = {
     },
     "verify": {"max_rel_error": ((int, float), None), "min_snr_db": ((int, float), None)},
 }
+
+
+RECIPE_DEFAULTS: dict[str, Any] = {"precision": "fp32", "minimum_deployment_target": "iOS18"}
 
 
 @dataclass(frozen=True)
@@ -72,13 +82,14 @@ class Recipe:
 
 
 def packaged_recipes() -> dict[str, Path]:
-    root = Path(str(resources.files("elasticdit") / "recipes"))
-    return {p.stem: p for p in sorted(root.glob("*.toml"))}
+    """Every recipe shipped with a target: {name: path}, by name."""
+    root = Path(str(resources.files("elasticdit") / "targets"))
+    return {p.stem: p for p in sorted(root.glob("*/recipes/*.toml"), key=lambda p: p.stem)}
 
 
-def load_recipe(name_or_path: str | None, target: str) -> Recipe:
-    """The recipe named (or at the path given); the target's default when None."""
-    name_or_path = name_or_path or DEFAULT_RECIPES[target]
+def load_recipe(name_or_path: str | None, target: RecipeTarget, targets: Mapping[str, RecipeTarget]) -> Recipe:
+    """The recipe named (or at the path given) for `target`; the target's default when None."""
+    name_or_path = name_or_path or target.default_recipe
     known = packaged_recipes()
     if name_or_path in known:
         path = known[name_or_path]
@@ -87,15 +98,15 @@ def load_recipe(name_or_path: str | None, target: str) -> Recipe:
         if not path.is_file():
             raise RecipeError(f"recipe file not found: {path}")
     else:
-        options = ", ".join(n for n in known if n.startswith(target)) or "none"
-        raise RecipeError(f"unknown recipe '{name_or_path}'; {target} recipes: {options}")
+        options = ", ".join(n for n in known if n.startswith(target.name)) or "none"
+        raise RecipeError(f"unknown recipe '{name_or_path}'; {target.name} recipes: {options}")
     try:
         raw = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise RecipeError(f"recipe {path} is not valid TOML: {exc}") from None
-    recipe = parse_recipe(raw, str(path))
-    if recipe.target != target:
-        raise RecipeError(f"recipe '{recipe.name}' is for target {recipe.target}, not {target}")
+    recipe = parse_recipe(raw, str(path), targets)
+    if recipe.target != target.name:
+        raise RecipeError(f"recipe '{recipe.name}' is for target {recipe.target}, not {target.name}")
     return recipe
 
 
@@ -110,7 +121,8 @@ def _check(section: str, key: str, value: Any) -> None:
         raise RecipeError(f"recipe key '{where}' = {value!r} is not one of {', '.join(map(str, choices))}")
 
 
-def parse_recipe(raw: dict[str, Any], source: str = "<recipe>") -> Recipe:
+def parse_recipe(raw: dict[str, Any], source: str, targets: Mapping[str, RecipeTarget]) -> Recipe:
+    """Check every key of a recipe's tables and fill in the defaults (the target's where it has its own)."""
     flat: dict[str, Any] = {}
     for key, value in raw.items():
         if isinstance(value, dict):
@@ -126,16 +138,20 @@ def parse_recipe(raw: dict[str, Any], source: str = "<recipe>") -> Recipe:
         if required not in flat:
             raise RecipeError(f"recipe {source} lacks '{required}'")
     target = flat["target"]
+    if target not in targets:
+        raise RecipeError(f"recipe key 'target' = {target!r} is not one of {', '.join(targets)}")
+    offered = targets[target].schemes
+    defaults = {**RECIPE_DEFAULTS, **targets[target].recipe_defaults}
     attention = flat.get("attention", "masked")
     if attention not in lowering_names():
         raise RecipeError(
             f"recipe key 'lowering.attention' = {attention!r} is not one of {', '.join(lowering_names())}"
         )
     scheme = flat.get("scheme", "none")
-    if scheme not in QUANT_SCHEMES[target]:
+    if scheme not in offered:
         raise RecipeError(
             f"recipe key 'quantization.scheme' = {scheme!r} is not offered for {target}; "
-            f"choose one of {', '.join(QUANT_SCHEMES[target])}"
+            f"choose one of {', '.join(offered)}"
         )
     points = flat.get("operating_points", [])
     if not all(isinstance(p, str) for p in points):
@@ -149,8 +165,8 @@ def parse_recipe(raw: dict[str, Any], source: str = "<recipe>") -> Recipe:
         group_size=flat.get("group_size", 32),
         nbits=flat.get("nbits", 8),
         calibration_samples=flat.get("calibration_samples", 8),
-        precision=flat.get("precision", "fp16" if target == "ios" else "fp32"),
-        minimum_deployment_target=flat.get("minimum_deployment_target", "iOS18"),
+        precision=flat.get("precision", defaults["precision"]),
+        minimum_deployment_target=flat.get("minimum_deployment_target", defaults["minimum_deployment_target"]),
         max_rel_error=flat.get("max_rel_error"),
         min_snr_db=flat.get("min_snr_db"),
         operating_points=tuple(points),

@@ -1,6 +1,6 @@
 """Slicing: every method a bundle holds as a static module with fixed shapes and example inputs.
 
-Shared by every target: the Android, iOS and ONNX exporters all start from these units.
+Shared by every target: the lowering stage (`lowering.py`) exports these units for each of them.
 """
 
 from __future__ import annotations
@@ -10,17 +10,17 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .manifest import TensorSpec
 from .model.pipeline import Models
 from .model.tdvae import TDVAE
 from .model.text_encoder import TextEncoder
 from .operating_points import OperatingPoint
+from .specs import MethodKind, TensorSpec, example_inputs
 
 
 @dataclass
 class ExportUnit:
     method: str
-    kind: str  # "denoise" | "decode" | "encode_text"
+    kind: MethodKind
     module: nn.Module
     example_inputs: tuple[torch.Tensor, ...]
     inputs: list[TensorSpec]
@@ -50,26 +50,6 @@ class EncodeText(nn.Module):
         return self.encoder(tokens)
 
 
-def _spec(name: str, t: torch.Tensor) -> TensorSpec:
-    return TensorSpec(name, list(t.shape), str(t.dtype).removeprefix("torch."))
-
-
-def example_inputs(kind: str, shapes: list[TensorSpec], seed: int = 0) -> tuple[torch.Tensor, ...]:
-    """Seeded inputs of the given shapes: latents ~ N(0, 1), timesteps in (0, 1), token ids of words."""
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for spec in shapes:
-        if spec.dtype in ("int64", "int32"):  # token ids (Core ML packages take int32)
-            ids = torch.randint(3, 8, spec.shape, generator=g)
-            ids[..., 0] = 1  # <start>
-            out.append(ids.to(getattr(torch, spec.dtype)))
-        elif spec.name == "timestep":
-            out.append(torch.rand(spec.shape, generator=g) * 0.9 + 0.05)
-        else:
-            out.append(torch.randn(spec.shape, generator=g))
-    return tuple(out)
-
-
 def denoise_unit(
     models: Models, point: OperatingPoint, resolution: tuple[int, int], attention: str, batch: int = 1
 ) -> ExportUnit:
@@ -85,9 +65,9 @@ def denoise_unit(
     module = models.transformer.operating_point(point, resolution, attention).eval()
     return ExportUnit(
         method=point.method,
-        kind="denoise",
+        kind=MethodKind.DENOISE,
         module=module,
-        example_inputs=example_inputs("denoise", specs),
+        example_inputs=example_inputs(specs),
         inputs=specs,
         outputs=[TensorSpec("velocity", [batch, t.in_channels, lh, lw])],
         point=point,
@@ -100,9 +80,9 @@ def decode_unit(models: Models, resolution: tuple[int, int]) -> ExportUnit:
     specs = [TensorSpec("latent", [1, models.cfg.vae.latent_channels, lh, lw])]
     return ExportUnit(
         method="decode",
-        kind="decode",
+        kind=MethodKind.DECODE,
         module=Decode(models.vae).eval(),
-        example_inputs=example_inputs("decode", specs),
+        example_inputs=example_inputs(specs),
         inputs=specs,
         outputs=[TensorSpec("image", [1, 3, resolution[0], resolution[1]])],
     )
@@ -114,9 +94,9 @@ def encode_text_unit(models: Models) -> ExportUnit:
     specs = [TensorSpec("tokens", [1, t.text_len], "int64")]
     return ExportUnit(
         method="encode_text",
-        kind="encode_text",
+        kind=MethodKind.ENCODE_TEXT,
         module=EncodeText(models.text_encoder).eval(),
-        example_inputs=example_inputs("encode_text", specs),
+        example_inputs=example_inputs(specs),
         inputs=specs,
         outputs=[TensorSpec("text", [1, t.text_len, t.text_dim]), TensorSpec("pooled", [1, t.pooled_dim])],
     )

@@ -1,4 +1,4 @@
-"""All networks of a checkpoint together, and text-to-image with the PyTorch reference."""
+"""All networks of a checkpoint together (text-to-image with them: `generation.CheckpointSource`)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,9 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
-from ..operating_points import OperatingPoint
 from .elastic_dit import ElasticDiT
-from .sampler import sample
 from .tdvae import TDVAE
 from .text_encoder import TextEncoder
-
-PREFIXES = ("transformer.", "vae.decoder.", "vae.encoder.", "text_encoder.")
 
 
 @dataclass
@@ -49,31 +45,6 @@ class Models:
         if self.text_encoder is None:
             return torch.zeros(1, t.text_len, t.text_dim), torch.zeros(1, t.pooled_dim)
         return self.text_encoder(self.text_encoder.tokenize(prompt))
-
-    @torch.no_grad()
-    def generate(
-        self,
-        prompt: str,
-        point: OperatingPoint,
-        steps: int | None = None,
-        guidance: float | None = None,
-        seed: int = 0,
-        resolution: tuple[int, int] | None = None,
-        attention: str = "masked",
-    ) -> torch.Tensor:
-        """Image [1, 3, H, W] in [0, 1] from the PyTorch reference."""
-        if self.vae is None:
-            raise ValueError("this checkpoint has no VAE decoder, so it cannot make images")
-        sched = self.cfg.scheduler
-        steps = steps or sched.steps
-        guidance = sched.guidance_scale if guidance is None else guidance
-        text, pooled = self.encode_prompt(prompt)
-        uncond_text, uncond_pooled = self.encode_prompt("")
-        lh, lw = self.cfg.latent_size(resolution)
-        noise = torch.randn(1, self.cfg.transformer.in_channels, lh, lw, generator=torch.Generator().manual_seed(seed))
-        net = self.transformer.operating_point(point, resolution, attention)
-        latent = sample(net, noise, text, pooled, steps, sched.shift, guidance, uncond_text, uncond_pooled)
-        return self.vae.decode(self.vae.unscale(latent))
 
 
 def build_models(cfg: ModelConfig, device: str | torch.device = "cpu") -> Models:

@@ -31,49 +31,24 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DeviceError
+from ..targets.android.etdump import OPS_RUNS
 from .errors import DeviceGoneError
-from .etdump import OPS_RUNS
+from .executor_runner import (
+    _ITER,
+    _NOT_FOUND,
+    RUNNER_NAME,
+    RunnerLog,
+    check_runner,
+    last_logcat_run,
+    parse_runner_output,
+    runner_command,
+)
 
 INSTALL_HINT = (
     "install Android platform-tools (https://developer.android.com/tools/releases/platform-tools) and put "
     "`adb` on PATH, or point $ADB at it"
 )
 DEVICE_ROOT = "/data/local/tmp"
-RUNNER_NAME = "executor_runner"
-
-# ELF e_machine values (System V ABI) for the messages; Android arm64-v8a is EM_AARCH64.
-EM_AARCH64 = 183
-ELF_MACHINES = {3: "x86 (i386)", 8: "MIPS", 40: "32-bit ARM (armeabi-v7a)", 62: "x86-64", 183: "AArch64", 243: "RISC-V"}
-
-# runtime/core/error.h
-ET_ERRORS = {
-    0x01: "Internal",
-    0x02: "InvalidState",
-    0x03: "EndOfMethod",
-    0x10: "NotImplemented",
-    0x11: "NotSupported",
-    0x12: "InvalidArgument",
-    0x13: "InvalidType",
-    0x14: "OperatorMissing",
-    0x20: "NotFound",
-    0x21: "MemoryAllocationFailed",
-    0x22: "AccessFailed",
-    0x23: "InvalidProgram",
-    0x24: "InvalidExternalData",
-    0x25: "OutOfResources",
-    0x30: "DelegateInvalidCompatibility",
-    0x31: "DelegateMemoryAllocationFailed",
-    0x32: "DelegateInvalidHandle",
-}
-ET_HINTS = {
-    "OperatorMissing": "the runner lacks a kernel this program uses: build it with the optimized and quantized "
-    "kernels (-DEXECUTORCH_BUILD_KERNELS_OPTIMIZED=ON -DEXECUTORCH_BUILD_KERNELS_QUANTIZED=ON)",
-    "NotFound": "the runner was built without a backend or method the program needs: build it with "
-    "-DEXECUTORCH_BUILD_XNNPACK=ON",
-    "DelegateInvalidCompatibility": "the runner's XNNPACK is older or newer than the exporter's: build "
-    "executor_runner from the same ExecuTorch release as the exporter",
-    "MemoryAllocationFailed": "the runner's fixed method allocator pool is too small for this method",
-}
 
 
 @dataclass
@@ -100,121 +75,6 @@ def parse_devices(text: str) -> list[AdbDevice]:
         props = dict(tok.split(":", 1) for tok in rest if ":" in tok)
         devices.append(AdbDevice(parts[0], state, props))
     return devices
-
-
-def elf_machine(path: Path) -> tuple[int, int] | None:
-    """(bits, e_machine) of an ELF file, None when it is not ELF."""
-    with open(path, "rb") as f:
-        head = f.read(20)
-    if len(head) < 20 or head[:4] != b"\x7fELF":
-        return None
-    bits = {1: 32, 2: 64}.get(head[4], 0)
-    order = "little" if head[5] == 1 else "big"
-    return bits, int.from_bytes(head[18:20], order)
-
-
-def check_runner(runner: Path | None) -> Path:
-    """The user's executor_runner must exist and be an arm64 (AArch64) ELF executable."""
-    if runner is None:
-        raise DeviceError(
-            "--device adb runs ExecuTorch's executor_runner on the phone: pass --runner PATH to one built for "
-            "Android arm64-v8a with the event tracer on (how: docs/profiling.md)"
-        )
-    runner = Path(runner).expanduser()
-    if not runner.is_file():
-        raise DeviceError(f"runner {runner} does not exist (build it as docs/profiling.md shows, then pass its path)")
-    found = elf_machine(runner)
-    if found is None:
-        raise DeviceError(
-            f"runner {runner} is not an ELF executable; pass the executor_runner built by CMake for Android arm64-v8a"
-        )
-    bits, machine = found
-    if machine != EM_AARCH64 or bits != 64:
-        name = ELF_MACHINES.get(machine, f"machine {machine}")
-        raise DeviceError(
-            f"runner {runner} is built for {name} ({bits}-bit), the phone needs arm64-v8a (AArch64): rebuild it "
-            "with the NDK toolchain and -DANDROID_ABI=arm64-v8a (docs/profiling.md)"
-        )
-    return runner
-
-
-def runner_command(
-    workdir: str,
-    model: str,
-    method: str,
-    executions: int,
-    threads: int | None,
-    etdump: str | None,
-    time_v: bool = False,
-    drop_flags: frozenset[str] = frozenset(),
-) -> str:
-    """The device shell command line for one executor_runner invocation."""
-    flags = {
-        "model_path": model,
-        "method_name": method,
-        "num_executions": str(executions),
-        "cpu_threads": str(threads if threads else -1),  # -1: the runner picks the performant cores
-        "etdump_path": etdump,
-    }
-    args = [f"--{k}={v}" for k, v in flags.items() if v is not None and k not in drop_flags]
-    run = (["toybox", "time", "-v"] if time_v else []) + [f"./{RUNNER_NAME}", *args]
-    return f"cd {shlex.quote(workdir)} && " + " ".join(shlex.quote(a) for a in run)
-
-
-@dataclass
-class RunnerLog:
-    load_ms: float | None = None
-    iterations: list[float] = field(default_factory=list)
-    executions: int | None = None
-    total_ms: float | None = None
-    max_rss_kb: int | None = None
-    error: str | None = None
-    unknown_flag: str | None = None
-
-
-_LOADED = re.compile(r"Model loaded in ([0-9.]+) ms")
-_ITER = re.compile(r"Iteration (\d+) of (\d+): ([0-9.]+) ms")
-_TOTAL = re.compile(r"Model executed successfully (\d+) time\(s\)(?: in ([0-9.]+) ms)?")
-_RSS = re.compile(r"Max RSS \(KiB\): (\d+)")
-_STATUS = re.compile(
-    r"(Loading of method \S+ failed|Execution of method \S+ failed|Failed to get method_meta for \S+:?)"
-    r" (?:with status )?(0x[0-9a-fA-F]+)"
-)
-_PARSE = re.compile(r"Failed to parse model file (\S+)")
-_FLAG = re.compile(r"unknown command line flag '(\w+)'")
-_NOT_FOUND = re.compile(r"(?:inaccessible or not found|No such file or directory|not executable|Permission denied)")
-
-
-def parse_runner_output(text: str) -> RunnerLog:
-    """Timing, memory and failure lines of an executor_runner run (its stderr/stdout, or logcat lines)."""
-    log = RunnerLog()
-    for line in text.splitlines():
-        if m := _LOADED.search(line):
-            log.load_ms = float(m.group(1))
-        elif m := _ITER.search(line):
-            log.iterations.append(float(m.group(3)))
-        elif m := _TOTAL.search(line):
-            log.executions = int(m.group(1))
-            log.total_ms = float(m.group(2)) if m.group(2) else None
-        elif m := _RSS.search(line):
-            log.max_rss_kb = int(m.group(1))
-        elif m := _STATUS.search(line):
-            code = int(m.group(2), 16)
-            name = ET_ERRORS.get(code, "unknown status")
-            hint = ET_HINTS.get(name)
-            log.error = f"{m.group(1)} with status {m.group(2)} ({name})" + (f": {hint}" if hint else "")
-        elif m := _PARSE.search(line):
-            log.error = f"executor_runner cannot parse {m.group(1)} (not a .pte, or truncated by the push)"
-        elif m := _FLAG.search(line):
-            log.unknown_flag = m.group(1)
-    return log
-
-
-def last_logcat_run(text: str) -> str:
-    """The lines of the newest run in `adb logcat -d -s ExecuTorch` (android PAL builds log there)."""
-    lines = text.splitlines()
-    starts = [i for i, line in enumerate(lines) if "is loaded." in line and "Model file" in line]
-    return "\n".join(lines[starts[-1] :]) if starts else ""
 
 
 def classify(stderr: str, serial: str | None, started: bool, what: str) -> DeviceError:
@@ -388,10 +248,10 @@ class AdbSession:
         with contextlib.suppress(DeviceError):  # the phone is gone or hangs: nothing left to clean from here
             self.adb.shell(f"rm -rf {shlex.quote(self.workdir)}", timeout=60, check=False)
 
-    def invoke(self, entry: dict[str, Any], executions: int, etdump: str | None, time_v: bool) -> RunnerLog:
+    def invoke(self, entry: Any, executions: int, etdump: str | None, time_v: bool) -> RunnerLog:
         for _ in range(4):  # drop flags an older runner does not know (one per retry)
             cmd = runner_command(
-                self.workdir, entry["file"], entry["method"], executions, self.threads, etdump, time_v, self.drop_flags
+                self.workdir, entry.file, entry.method, executions, self.threads, etdump, time_v, self.drop_flags
             )
             done = self.adb.shell(cmd, check=False, timeout=self.timeout)
             text = done.stdout + "\n" + done.stderr
@@ -407,18 +267,18 @@ class AdbSession:
                 cat = self.adb.run("logcat", "-d", "-s", "ExecuTorch:*", check=False).stdout
                 log = parse_runner_output(last_logcat_run(cat) + "\n" + text)
             if log.error:
-                raise DeviceError(f"{entry['method']}: {log.error}")
+                raise DeviceError(f"{entry.method}: {log.error}")
             if done.returncode != 0:
                 if _NOT_FOUND.search(text):
                     raise DeviceError(f"the phone cannot execute {RUNNER_NAME} ({text.strip().splitlines()[-1]})")
                 raise DeviceError(
-                    f"{entry['method']}: executor_runner exited with {done.returncode}: "
+                    f"{entry.method}: executor_runner exited with {done.returncode}: "
                     f"{(text.strip().splitlines() or ['no output'])[-1]}"
                 )
             return log
         raise DeviceError("executor_runner keeps rejecting its flags: build a current one (docs/profiling.md)")
 
-    def measure_method(self, entry: dict[str, Any], kind: str, runs: int, warmup: int, with_ops: bool):
+    def measure_method(self, entry: Any, runs: int, warmup: int, with_ops: bool) -> dict[str, Any]:
         """The first load, then the timed executions, both without ETDump tracing (it adds 13-20% to small
         methods); the per-op breakdown comes from a third, traced run of OPS_RUNS executions."""
         first = self.invoke(entry, 1, None, False)
@@ -430,24 +290,24 @@ class AdbSession:
                 "only the runner's mean per execution is known (no per-iteration lines; warm-up runs included)"
             )
         if not iterations:
-            raise DeviceError(f"{entry['method']}: no timing lines in executor_runner's output")
+            raise DeviceError(f"{entry.method}: no timing lines in executor_runner's output")
         return {
-            "method": entry["method"],
-            "kind": kind,
+            "method": entry.method,
+            "kind": str(entry.kind),
             "load_ms": {"first": first.load_ms, "warm": main.load_ms},
             "ms": iterations,
             "ops": self.op_breakdown(entry, warmup) if with_ops else None,
             "max_rss_mb": round(main.max_rss_kb / 1024, 2) if main.max_rss_kb else None,
         }
 
-    def op_breakdown(self, entry: dict[str, Any], warmup: int) -> dict[str, Any] | None:
+    def op_breakdown(self, entry: Any, warmup: int) -> dict[str, Any] | None:
         if "etdump_path" in self.drop_flags:
             return None
-        remote_dump = f"{entry['method']}.etdp"
+        remote_dump = f"{entry.method}.etdp"
         self.invoke(entry, warmup + OPS_RUNS, remote_dump, False)
         if "etdump_path" in self.drop_flags:  # this runner turned out not to know the flag
             return None
-        from .etdump import ops_from_etdump
+        from ..targets.android.etdump import ops_from_etdump
 
         with tempfile.TemporaryDirectory() as tmp:
             local = Path(tmp) / remote_dump
@@ -472,8 +332,8 @@ MEMORY_METHOD = (
 
 def measure(
     bundle: Path,
-    manifest: dict[str, Any],
-    points: list[dict[str, Any]],
+    manifest: Any,
+    points: list[Any],
     *,
     serial: str | None,
     runner: Path | None,
@@ -490,25 +350,23 @@ def measure(
     dev = adb.select(serial)
     yield {"event": "device", "device": device_info(adb, dev, threads)}
     session = AdbSession(adb, runner, threads, timeout)
-    files = sorted(
-        {p["file"] for p in points} | {e["file"] for e in (manifest.get("decoder"), manifest.get("text_encoder")) if e}
-    )
+    aux = [e for e in (manifest.text_encoder, manifest.decoder) if e is not None]
+    files = sorted({p.file for p in points} | {e.file for e in aux})
     try:
         session.setup(bundle, files)
         aux_rss = []
-        for kind, key in (("encode_text", "text_encoder"), ("decode", "decoder")):
-            if manifest.get(key):
-                yield {"event": "stage", "text": f"{manifest[key]['method']} on {dev.serial}"}
-                event = session.measure_method(manifest[key], kind, runs, warmup, with_ops)
-                aux_rss.append(event.get("max_rss_mb"))
-                yield {"event": "method", **event}
+        for entry in aux:
+            yield {"event": "stage", "text": f"{entry.method} on {dev.serial}"}
+            event = session.measure_method(entry, runs, warmup, with_ops)
+            aux_rss.append(event.get("max_rss_mb"))
+            yield {"event": "method", **event}
         for point in points:
-            yield {"event": "stage", "text": f"{point['name']} on {dev.serial}"}
-            event = session.measure_method(point, "denoise", runs, warmup, with_ops)
+            yield {"event": "stage", "text": f"{point.name} on {dev.serial}"}
+            event = session.measure_method(point, runs, warmup, with_ops)
             mem = None
             rss = [event.get("max_rss_mb"), *aux_rss]
             if memory and all(r is not None for r in rss):
                 mem = {"peak_mb": round(sum(rss), 2), "process_peak_mb": event["max_rss_mb"], "method": MEMORY_METHOD}
-            yield {"event": "point", "name": point["name"], **event, "memory": mem, "notes": sorted(set(session.notes))}
+            yield {"event": "point", "name": point.name, **event, "memory": mem, "notes": sorted(set(session.notes))}
     finally:
         session.cleanup()

@@ -15,7 +15,6 @@ from ..errors import BundleError, DeviceError, OperatingPointError, ProfileError
 from .errors import DeviceGoneError
 
 DEVICE_FORMS = "host, adb, adb:SERIAL, ssh://[USER@]HOST[:PORT], ios, or a host named in hosts.toml"
-TRANSPORT_TARGETS = {"host": ("android", "onnx"), "adb": ("android",), "ssh": ("android", "onnx"), "ios": ("ios",)}
 
 
 @dataclass
@@ -72,12 +71,12 @@ def parse_device(spec: str) -> DeviceSpec:
     raise DeviceError(f"unknown device '{spec}': use {DEVICE_FORMS} (hosts file: {hosts_file()})")
 
 
-def method_entries(manifest: dict[str, Any], names: list[str] | None) -> list[dict[str, Any]]:
+def method_entries(manifest: Any, names: list[str] | None) -> list[Any]:
     """The operating points to measure, in manifest order (all when `names` is None)."""
-    points = manifest["operating_points"]
+    points = manifest.operating_points
     if not names:
         return list(points)
-    known = {p["name"]: p for p in points}
+    known = {p.name: p for p in points}
     unknown = [n for n in names if n not in known]
     if unknown:
         raise OperatingPointError(f"the bundle has no operating point {', '.join(unknown)}; it has {', '.join(known)}")
@@ -97,11 +96,13 @@ def _validate(req: ProfileRequest) -> None:
         raise ProfileError("--timeout must be positive")
 
 
-def events_for(req: ProfileRequest, spec: DeviceSpec, manifest: dict, points: list[dict]) -> Iterator[dict]:
+def events_for(req: ProfileRequest, spec: DeviceSpec, manifest: Any, points: list[Any]) -> Iterator[dict]:
     common = {"runs": req.runs, "warmup": req.warmup, "threads": req.threads}
-    if spec.kind == "host":
+    if spec.kind in ("host", "ios"):  # in this process: the target's profile backend (Core ML on a Mac for ios)
         from .host import measure
 
+        if spec.kind == "ios":
+            return measure(req.bundle, manifest, points, memory=False, with_ops=False, **common)
         return measure(req.bundle, manifest, points, memory=req.memory, with_ops=req.op_breakdown, **common)
     if spec.kind == "adb":
         from .adb import measure
@@ -138,14 +139,13 @@ def events_for(req: ProfileRequest, spec: DeviceSpec, manifest: dict, points: li
             memory=req.memory,
             **common,
         )
-    from .ios import measure
-
-    return measure(req.bundle, manifest, points, runs=req.runs, warmup=req.warmup)
+    raise DeviceError(f"unknown device kind {spec.kind!r}")
 
 
 def profile_bundle(req: ProfileRequest) -> dict[str, Any]:
-    from ..manifest import check_files, read_manifest
+    from ..bundle.reader import read_bundle
     from ..progress import reporter
+    from ..targets import TARGETS
     from .report import build_report, read_quality, write_outputs
     from .stats import guidance_rule
 
@@ -153,34 +153,33 @@ def profile_bundle(req: ProfileRequest) -> dict[str, Any]:
     req.bundle = Path(req.bundle)
     spec = parse_device(req.device)
     if spec.kind == "ios":
-        from .ios import check_available
+        from ..targets.ios.profile import check_available
 
         check_available()
     bundle = Path(req.bundle)
-    manifest = read_manifest(bundle)
-    if manifest["target"] not in TRANSPORT_TARGETS[spec.kind]:
+    opened = read_bundle(bundle, check=False)
+    manifest = opened.manifest
+    if spec.kind not in opened.target.transports:
+        runs = [t.name for t in TARGETS.values() if spec.kind in t.transports]
         raise BundleError(
-            f"{bundle} is an {manifest['target']} bundle; --device {spec.kind} runs "
-            f"{' and '.join(TRANSPORT_TARGETS[spec.kind])} bundles"
+            f"{bundle} is an {manifest.target} bundle; --device {spec.kind} runs {' and '.join(runs)} bundles"
         )
-    bad = [f for f in check_files(bundle, manifest) if not f["ok"]]
-    if bad:
-        raise BundleError(f"{bundle}: {bad[0]['path']}: {bad[0]['problem']}")
+    opened.check_files()
     points = method_entries(manifest, req.ops)
     scores = read_quality(req.quality) if req.quality else None
-    steps = req.steps or int(manifest["scheduler"].get("steps", 1))
+    steps = req.steps or int(manifest.scheduler.get("steps", 1))
     settings = {
         "device": req.device,
         "runs": req.runs,
         "warmup": req.warmup,
         "threads": req.threads,
         "steps": steps,
-        **guidance_rule(manifest, req.guidance),
-        "operating_points": [p["name"] for p in points],
+        **guidance_rule(manifest.scheduler, manifest.cfg_batch, req.guidance),
+        "operating_points": [p.name for p in points],
         "load_definition": "first: load_program + load_method the first time in the process (on a phone: the "
         "first executor_runner start); warm: the same again with the file cached",
     }
-    aux = sum(1 for k in ("decoder", "text_encoder") if manifest.get(k))
+    aux = len(manifest.methods()) - len(manifest.operating_points)
     device: dict[str, Any] = {"kind": spec.kind}
     events: list[dict[str, Any]] = []
     error = None

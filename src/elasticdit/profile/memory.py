@@ -52,25 +52,21 @@ def _reset_high_water() -> bool:
 
 
 def child(bundle: Path, methods: list[str], threads: int | None) -> dict[str, Any]:
-    from ..manifest import read_manifest
+    from ..bundle.reader import read_bundle
     from ..quiet import silence_library_noise
+    from ..specs import example_inputs
 
     silence_library_noise()
-    manifest = read_manifest(bundle)
-    entries = {p["method"]: ("denoise", p) for p in manifest["operating_points"]}
-    for kind, key in (("decode", "decoder"), ("encode_text", "text_encoder")):
-        if manifest.get(key):
-            entries[manifest[key]["method"]] = (kind, manifest[key])
-    from .host import host_backend, inputs_for
-
-    backend = host_backend(bundle, manifest, threads)
-    inputs = {m: inputs_for(*entries[m]) for m in methods}
+    opened = read_bundle(bundle, check=False)  # the parent checked the files before starting this child
+    backend = opened.target.profile_backend(bundle, opened.manifest, threads)
+    entries = {m: opened.manifest.method(m) for m in methods}
+    inputs = {m: [t.contiguous() for t in example_inputs(entries[m].inputs)] for m in methods}
     exact = _reset_high_water() and _status_kb("VmRSS") is not None
     base = _status_kb("VmRSS") if exact else _maxrss_kb()
     handles = []
     for m in methods:
-        handle, _ = backend.load(entries[m][1])
-        backend.execute(handle, entries[m][1], inputs[m])
+        handle, _ = backend.load(entries[m])
+        backend.execute(handle, entries[m], inputs[m])
         handles.append(handle)
     peak = _status_kb("VmHWM") if exact else _maxrss_kb()
     return {

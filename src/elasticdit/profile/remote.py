@@ -36,13 +36,13 @@ def main(argv: list[str] | None = None) -> int:
     from ..quiet import silence_library_noise
 
     silence_library_noise()
+    from ..bundle.reader import read_bundle
     from ..errors import ElasticDiTError
-    from ..manifest import read_manifest
     from .core import method_entries
     from .host import measure
 
     try:
-        manifest = read_manifest(args.bundle)
+        manifest = read_bundle(args.bundle, check=False).manifest
         points = method_entries(manifest, args.ops.split(",") if args.ops else None)
         for event in measure(
             args.bundle,

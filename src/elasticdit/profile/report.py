@@ -51,7 +51,7 @@ def _load(event: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_report(
-    manifest: dict[str, Any],
+    manifest: Any,
     bundle: str,
     device: dict[str, Any],
     settings: dict[str, Any],
@@ -65,7 +65,7 @@ def build_report(
     text_stats, decode_stats = _method_stats(text), _method_stats(decode)
     text_ms = text_stats["median"] if text_stats else None
     decode_ms = decode_stats["median"] if decode_stats else None
-    meta = {p["name"]: p for p in manifest["operating_points"]}
+    meta = {p.name: p for p in manifest.operating_points}
     points = []
     for e in (e for e in events if e["event"] == "point"):
         p = meta[e["name"]]
@@ -73,11 +73,11 @@ def build_report(
         mem = e.get("memory") or {}
         row = {
             "name": e["name"],
-            "compression_ratio": p.get("compression_ratio"),
-            "depth": p.get("depth"),
-            "method": p["method"],
-            "tokens": p.get("tokens"),
-            "gflops": p.get("gflops"),
+            "compression_ratio": p.compression_ratio,
+            "depth": p.depth,
+            "method": p.method,
+            "tokens": p.tokens,
+            "gflops": p.gflops,
             "load_ms": _load(e),
             "denoise_ms": denoise,
             "decode_ms": decode_stats,
@@ -98,14 +98,14 @@ def build_report(
         if scores and e["name"] in scores:
             row["score"] = scores[e["name"]]
         points.append(row)
-    wanted = settings.get("operating_points") or [p["name"] for p in manifest["operating_points"]]
+    wanted = settings.get("operating_points") or [p.name for p in manifest.operating_points]
     done = {p["name"] for p in points}
     return {
         "device": device,
         "bundle": bundle,
-        "target": manifest["target"],
-        "recipe": manifest.get("recipe", {}).get("name"),
-        "resolution": manifest.get("resolution"),
+        "target": manifest.target,
+        "recipe": manifest.recipe.name,
+        "resolution": list(manifest.resolution),
         "settings": dict(settings, e2e_rule=E2E_RULE),
         "complete": error is None and done >= set(wanted),
         "missing": [n for n in wanted if n not in done],

@@ -248,8 +248,8 @@ class Ssh:
 
 def measure(
     bundle: Path,
-    manifest: dict[str, Any],
-    points: list[dict[str, Any]],
+    manifest: Any,
+    points: list[Any],
     *,
     target: SshTarget,
     opts: SshOptions,
@@ -273,7 +273,7 @@ def measure(
             "--warmup",
             str(warmup),
             "--ops",
-            ",".join(p["name"] for p in points),
+            ",".join(p.name for p in points),
         ]
         if threads:
             args += ["--threads", str(threads)]

@@ -36,11 +36,12 @@ def summarize(samples: list[float]) -> dict[str, Any]:
     }
 
 
-def guidance_rule(manifest: dict[str, Any], guidance: float | None = None) -> dict[str, Any]:
-    """Whether the sampler runs CFG, and how many denoise calls one step costs with this bundle."""
-    scale = float(manifest.get("scheduler", {}).get("guidance_scale", 1.0) if guidance is None else guidance)
+def guidance_rule(scheduler: dict[str, Any], cfg_batch: bool, guidance: float | None = None) -> dict[str, Any]:
+    """Whether the sampler runs CFG, and how many denoise calls one step costs with a bundle of this scheduler
+    whose denoise methods are (`cfg_batch`) or are not batched for it."""
+    scale = float(scheduler.get("guidance_scale", 1.0) if guidance is None else guidance)
     cfg = scale != 1.0
-    batched = bool(manifest.get("cfg_batch", False))
+    batched = bool(cfg_batch)
     return {
         "guidance_scale": scale,
         "cfg": cfg,

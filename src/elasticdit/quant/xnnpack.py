@@ -6,12 +6,16 @@ partitioner, drops the weight scale and returns wrong numbers).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from ..model.elastic_dit import OUTPUT_PROJECTION
+from ..model.pipeline import Models
+from ..recipes import Recipe
+from ..slicing import ExportUnit
 
 
 def pt2e_int8(
@@ -34,13 +38,22 @@ def pt2e_int8(
         return torch.export.export(graph, example)
 
 
-def torchao_8da4w(module: nn.Module, group_size: int) -> int:
+def torchao_8da4w(models: Models, units: list[ExportUnit], recipe: Recipe) -> list[ExportUnit]:
+    """Copies of `units` whose shared transformer is a copy quantized once (`quantize_8da4w`), so every denoise
+    method shares the quantized weights; the float models and units stay as they were, so what is computed from
+    them (GFLOPs, calibration, decode and encode_text) does not depend on when this runs."""
+    transformer, copies = copy.deepcopy((models.transformer, units))  # one copy: the units keep sharing it
+    quantize_8da4w(transformer, recipe.group_size)
+    return copies
+
+
+def quantize_8da4w(module: nn.Module, group_size: int) -> int:
     """int4 weights in groups, dynamic int8 activations, on every Linear whose width the group divides; the
     output projections (`proj_out`, `proj_out_r{r}`), whose error goes straight into the velocity, get int8
     weights instead (on the velocity-predicting trained demo dc0534d5: 17.7-19.3 dB SNR with them in int4,
     22.9-24.8 dB in int8).
 
-    Quantizes in place, once, so every method that shares these Linears shares the quantized weights.
+    Quantizes in place, once, so every method built from this module shares the quantized weights.
     Returns the number of Linears quantized.
     """
     from torchao.quantization import Int8DynamicActivationIntxWeightConfig, PerAxis, PerGroup, quantize_

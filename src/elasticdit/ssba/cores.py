@@ -1,7 +1,8 @@
 """Attention cores: `forward(q, k, v)` on [B*H, S, D] tensors of the joint sequence [image (raster), text].
 
-`DenseAttention` is full attention; `MaskedAttention` is the SSBA reference (dense scores plus the boolean
-mask of DESIGN's rules). Both are written as 3-D batched matmuls + softmax, the formulation XNNPACK delegates.
+`DenseAttention` is full attention; `MaskedAttention` is the SSBA reference (dense scores plus the boolean mask
+of the rules in docs/design.md, "SSBA semantics"). Both are written as 3-D batched matmuls + softmax, the
+formulation XNNPACK delegates.
 """
 
 from __future__ import annotations

@@ -1,4 +1,9 @@
-"""Choose an attention core for one layer: the registry of SSBA lowerings."""
+"""Choose an attention core for one layer: the registry of SSBA lowerings.
+
+A lowering is a factory `(head_dim, pattern) -> nn.Module` whose `forward(q, k, v)` equals `MaskedAttention`
+(docs/design.md, "SSBA"); `register_lowering(name)` adds one (a custom-kernel core registers here), and a recipe's
+`lowering.attention` names it.
+"""
 
 from __future__ import annotations
 
@@ -13,19 +18,24 @@ from .tiles import TilesAttention
 
 CoreFactory = Callable[[int, SSBAPattern], nn.Module]
 
-_LOWERINGS: dict[str, CoreFactory] = {
-    "masked": MaskedAttention,
-    "slices": SlicesAttention,
-    "tiles": TilesAttention,
-}
+_LOWERINGS: dict[str, CoreFactory] = {}
 
 
 def register_lowering(name: str) -> Callable[[CoreFactory], CoreFactory]:
+    """Bind a core factory to the name recipes use; a name is bound once."""
+
     def bind(factory: CoreFactory) -> CoreFactory:
+        if name in _LOWERINGS or name == "dense":
+            raise ValueError(f"attention lowering '{name}' is already registered")
         _LOWERINGS[name] = factory
         return factory
 
     return bind
+
+
+register_lowering("masked")(MaskedAttention)
+register_lowering("slices")(SlicesAttention)
+register_lowering("tiles")(TilesAttention)
 
 
 def lowering_names() -> list[str]:

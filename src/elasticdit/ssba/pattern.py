@@ -1,6 +1,6 @@
 """SSBA pattern compiler: the static tables and statistics of one layer's sparse attention.
 
-DESIGN's rules, on an image token grid Gh x Gw cut into T x T tiles:
+The rules of docs/design.md ("SSBA semantics"), on an image token grid Gh x Gw cut into T x T tiles:
   * a query tile attends the key tiles of a (2w+1) x (2w+1) window centred on it, clamped to stay inside the
     tile grid (an axis with fewer than 2w+1 tiles is dense);
   * shifted layers (odd block index) roll the grid by -T//2 on both axes before tiling;

@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ..errors import ProfileError
+from ...errors import ProfileError
 
 CONTAINERS = ("Method::execute", "DELEGATE_CALL", "OPERATOR_CALL")
 OPS_RUNS = 5  # runs recorded in the ETDump for the per-op breakdown (after the warm-up runs)

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import BundleError
+from ...errors import BundleError, first_line
 
 
 def session_options(threads: int | None):
@@ -27,48 +27,45 @@ def session_options(threads: int | None):
     return so
 
 
-class OnnxBundle:
+class OnnxRunner:
     """The graphs of a bundle, each loaded by path (external weights resolve next to it) on first use."""
 
-    def __init__(self, bundle: str | Path, manifest: dict[str, Any], threads: int | None = None):
+    def __init__(self, bundle: str | Path, manifest: Any, threads: int | None = None):
         self.bundle = Path(bundle)
         self.threads = threads
-        self.entries = {p["method"]: p for p in manifest["operating_points"]}
-        for key in ("decoder", "text_encoder"):
-            if manifest.get(key):
-                self.entries[manifest[key]["method"]] = manifest[key]
+        self.entries = {e.method: e for e in manifest.methods()}
         self._sessions: dict[str, Any] = {}
 
-    def session(self, method: str):
+    def session(self, method: str) -> Any:
         if method not in self._sessions:
             import onnxruntime as ort
 
             entry = self.entries.get(method)
             if entry is None:
                 raise BundleError(f"{self.bundle} has no method '{method}'")
-            path = self.bundle / entry["file"]
+            path = self.bundle / entry.file
             try:
                 sess = ort.InferenceSession(
                     str(path), sess_options=session_options(self.threads), providers=["CPUExecutionProvider"]
                 )
             except Exception as exc:
-                line = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-                raise BundleError(f"ONNX Runtime cannot load {entry['file']}: {line}") from None
-            want_in = [s["name"] for s in entry["inputs"]]
-            want_out = [s["name"] for s in entry["outputs"]]
+                raise BundleError(f"ONNX Runtime cannot load {entry.file}: {first_line(exc)}") from None
+            want_in = [s.name for s in entry.inputs]
+            want_out = [s.name for s in entry.outputs]
             got_in = [i.name for i in sess.get_inputs()]
             got_out = [o.name for o in sess.get_outputs()]
             if got_in != want_in or got_out != want_out:
                 raise BundleError(
-                    f"{entry['file']} takes {got_in} -> {got_out}; the manifest says {want_in} -> {want_out}"
+                    f"{entry.file} takes {got_in} -> {got_out}; the manifest says {want_in} -> {want_out}"
                 )
             self._sessions[method] = sess
         return self._sessions[method]
 
-    def feeds(self, method: str, inputs: list[torch.Tensor]) -> dict[str, np.ndarray]:
-        names = [s["name"] for s in self.entries[method]["inputs"]]
-        return {n: t.detach().contiguous().numpy() for n, t in zip(names, inputs, strict=True)}
-
-    def run(self, method: str, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
-        outputs = self.session(method).run(None, self.feeds(method, inputs))
+    def run(self, entry: Any, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+        names = [s.name for s in self.entries[entry.method].inputs]
+        feeds = {n: t.detach().contiguous().numpy() for n, t in zip(names, inputs, strict=True)}
+        outputs = self.session(entry.method).run(None, feeds)
         return [torch.from_numpy(np.asarray(o)) for o in outputs]
+
+    def note(self, entry: Any) -> str:
+        return ""

@@ -1,130 +1,44 @@
-"""manifest.json (version 1): everything an app, `verify` and `profile` need to run a bundle."""
+"""A bundle's files: sha256, the hashed file list written into the manifest, confining every path a manifest
+names to the bundle, and checking a folder against the list."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import posixpath
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .bundle import FORMAT, MANIFEST, sha256_file
-from .errors import BundleError, BundlePathError
+from ..errors import BundlePathError
 
-VERSION = 1
-TARGETS = ("android", "ios", "onnx")
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    name: str
-    shape: list[int]
-    dtype: str = "float32"
+MANIFEST = "manifest.json"
+FORMAT = "elasticdit-bundle"
 
 
-@dataclass
-class MethodEntry:
-    method: str
-    file: str
-    inputs: list[TensorSpec]
-    outputs: list[TensorSpec]
+def sha256_file(path: Path, sync: bool = False) -> str:
+    """sha256 of a file; `sync` also flushes it to the disk (fsync works on a read-only descriptor)."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+        if sync:
+            os.fsync(f.fileno())
+    return h.hexdigest()
 
 
-@dataclass
-class PointEntry(MethodEntry):
-    name: str = ""
-    compression_ratio: int = 1
-    depth: str = ""
-    blocks: list[int] = field(default_factory=list)
-    tokens: int = 0
-    gflops: float = 0.0
-    ssba_sparsity: float = 0.0  # joint-sequence sparsity averaged over the layers (DESIGN's definition)
-    ssba_image_sparsity: float = 0.0
+def file_entries(root: Path, sync: bool = False) -> list[dict[str, Any]]:
+    """Every file under root except the manifest (files inside packages such as .mlpackage too), sorted."""
+    entries = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root).as_posix()
+        if rel != MANIFEST:
+            entries.append({"path": rel, "sha256": sha256_file(path, sync), "bytes": path.stat().st_size})
+    return entries
 
 
-def build_manifest(
-    *,
-    target: str,
-    checkpoint_sha256: str,
-    recipe: dict[str, Any],
-    resolution: tuple[int, int],
-    scheduler: dict[str, Any],
-    points: list[PointEntry],
-    decoder: MethodEntry | None,
-    text_encoder: MethodEntry | None,
-    latent: dict[str, Any],
-    tokenizer: dict[str, Any] | None,
-    default_point: str,
-    cfg_batch: bool,
-    tool_version: str,
-) -> dict[str, Any]:
-    """The manifest without `files` (the bundle writer adds them once every file is written)."""
-
-    def ordered_point(p: PointEntry) -> dict[str, Any]:
-        d = asdict(p)
-        keys = [
-            "name",
-            "compression_ratio",
-            "depth",
-            "blocks",
-            "method",
-            "file",
-            "tokens",
-            "gflops",
-            "ssba_sparsity",
-            "ssba_image_sparsity",
-            "inputs",
-            "outputs",
-        ]
-        return {k: d[k] for k in keys}
-
-    return {
-        "format": FORMAT,
-        "version": VERSION,
-        "target": target,
-        "tool": {"name": "elasticdit", "version": tool_version},
-        "checkpoint_sha256": checkpoint_sha256,
-        "recipe": recipe,
-        "resolution": list(resolution),
-        "scheduler": scheduler,
-        "latent": latent,
-        "cfg_batch": cfg_batch,
-        "default_operating_point": default_point,
-        "operating_points": [ordered_point(p) for p in points],
-        "decoder": asdict(decoder) if decoder else None,
-        "text_encoder": dict(asdict(text_encoder), tokenizer=tokenizer) if text_encoder else None,
-    }
-
-
-def read_manifest(bundle: str | Path) -> dict[str, Any]:
-    """Parse and structurally check a bundle's manifest (named errors, no partial trust), including
-    `check_paths`: nothing that reads a bundle ever touches a path outside it."""
-    bundle = Path(bundle)
-    path = bundle / MANIFEST
-    if not bundle.is_dir():
-        raise BundleError(f"{bundle} is not a bundle folder")
-    if not path.is_file():
-        raise BundleError(f"{bundle} has no {MANIFEST}")
-    try:
-        doc = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise BundleError(f"{path} is not an {FORMAT} manifest")
-    if doc.get("version") != VERSION:
-        raise BundleError(f"{path} has manifest version {doc.get('version')!r}; this tool reads {VERSION}")
-    if doc.get("target") not in TARGETS:
-        raise BundleError(f"{path} names an unknown target {doc.get('target')!r}")
-    for key in ("operating_points", "files", "resolution", "scheduler", "recipe", "checkpoint_sha256"):
-        if key not in doc:
-            raise BundleError(f"{path} lacks '{key}'")
-    for point in doc["operating_points"]:
-        for key in ("name", "method", "file", "inputs", "outputs"):
-            if key not in point:
-                raise BundleError(f"{path}: an operating point lacks '{key}'")
-    check_paths(bundle, doc)
-    return doc
+def dump_json(doc: Any) -> str:
+    return json.dumps(doc, indent=2) + "\n"
 
 
 def method_entries(doc: dict[str, Any]) -> list[dict[str, Any]]:

@@ -1,7 +1,8 @@
-"""ONNX: a graph per export unit (`<method>.onnx`), every graph's initializers pointing into one `weights.bin`.
+"""Writing the ONNX artifacts: a graph per method (`<method>.onnx`), every graph's initializers pointing into one
+`weights.bin`.
 
-Graphs come from `torch.onnx.export(..., dynamo=True)` at opset 18 with the per-node metadata stripped (it
-holds absolute source paths). Tensors are deduplicated by content, not name: the exporter's optimiser folds
+Graphs come from `torch.onnx.export(program, ..., dynamo=True)` at opset 18 with the per-node metadata stripped
+(it holds absolute source paths). Tensors are deduplicated by content, not name: the exporter's optimiser folds
 the Linear weight transposes into initializers named `val_<n>` per graph, so the same weight has different
 names in different graphs. The `dynamic-int8` scheme runs ONNX Runtime's `quantize_dynamic` on each denoise
 graph (embedded weights, in memory), then bundles the same way: quantized weights are identical across graphs.
@@ -9,35 +10,27 @@ graph (embedded weights, in memory), then bundles the same way: quantized weight
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
-import io
-import logging
 import re
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from ..errors import ExportError
-from ..model.pipeline import Models
-from ..progress import Reporter
-from ..recipes import Recipe
-from ..slicing import ExportUnit
+from ...errors import ExportError, first_line
+from ...lowering import LoweredUnit
+from ...progress import Reporter
+from ...quant import scheme
+from ...quiet import python_output_captured, silence_library_noise
+from ...recipes import Recipe
+from ..base import Artifact
 
 OPSET = 18
 WEIGHTS = "weights.bin"
 INLINE_BELOW = 1024  # tensors smaller than this many bytes stay inside their graph
 ALIGN, BIG_ALIGN, BIG = 64, 65536, 1 << 20  # offsets; tensors over 1 MiB on 64 KiB (mmap granularity)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 def _failing_op(exc: BaseException) -> str:
@@ -47,16 +40,15 @@ def _failing_op(exc: BaseException) -> str:
     return f" at {found.group(0)}" if found else ""
 
 
-def export_graph(unit: ExportUnit) -> Any:
-    """torch.export -> ONNX (dynamo exporter, opset 18, onnxscript optimiser) -> ModelProto, weights embedded."""
-    for name in list(logging.root.manager.loggerDict):  # "torchvision is not installed" and the like
-        if name.startswith(("torch.onnx", "onnxscript")):
-            logging.getLogger(name).setLevel(logging.ERROR)
-    out = io.StringIO()
+def export_graph(lowered: LoweredUnit) -> Any:
+    """The lowered program -> ONNX (dynamo exporter, opset 18, onnxscript optimiser) -> ModelProto, weights
+    embedded and metadata stripped."""
+    silence_library_noise()  # "torchvision is not installed" and the like, from loggers the exporter creates
+    unit = lowered.unit
     try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out), torch.no_grad():
+        with python_output_captured(), torch.no_grad():
             program = torch.onnx.export(
-                unit.module,
+                lowered.program,
                 unit.example_inputs,
                 dynamo=True,
                 opset_version=OPSET,
@@ -68,7 +60,7 @@ def export_graph(unit: ExportUnit) -> Any:
             )
     except Exception as exc:
         raise ExportError(
-            f"ONNX export of {unit.method} failed{_failing_op(exc)}: {type(exc).__name__}: {_first_line(exc)}"
+            f"ONNX export of {unit.method} failed{_failing_op(exc)}: {type(exc).__name__}: {first_line(exc)}"
         ) from exc
     model = program.model_proto
     strip_metadata(model)
@@ -102,43 +94,14 @@ def strip_metadata(model) -> None:
     del model.metadata_props[:]
 
 
-def _mean_matmuls(model) -> list[str]:
-    """MatMul nodes whose B is a constant [D, 1] column of 1/D: the shared layers' means over the last dim.
-    Dynamic quantization would feed them 8-bit activations (norm statistics), so they stay float."""
-    from onnx import numpy_helper
-
-    inits = {t.name: t for t in model.graph.initializer}
-    names = []
-    for node in model.graph.node:
-        if node.op_type == "MatMul" and len(node.input) == 2 and node.input[1] in inits:
-            b = numpy_helper.to_array(inits[node.input[1]])
-            if b.ndim == 2 and b.shape[1] == 1 and np.all(b == np.float32(1.0 / b.shape[0])):
-                names.append(node.name)
-    return names
-
-
-def quantize(model, method: str):
-    """ONNX Runtime dynamic quantization (int8 per-channel symmetric weights) of one embedded graph."""
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    with tempfile.TemporaryDirectory(prefix="elasticdit-onnx-") as tmp:
-        out = Path(tmp) / f"{method}.onnx"
-        try:
-            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-                quantize_dynamic(
-                    model,
-                    out,
-                    per_channel=True,
-                    weight_type=QuantType.QInt8,
-                    nodes_to_exclude=_mean_matmuls(model),
-                    use_external_data_format=False,
-                )
-        except Exception as exc:
-            raise ExportError(
-                f"dynamic int8 quantization of {method} failed: {type(exc).__name__}: {_first_line(exc)}"
-            ) from exc
-        quantized = onnx.load(str(out))
+def quantize(model: Any, recipe: Recipe, method: str) -> Any:
+    """The recipe's scheme on one embedded graph (quant/onnx_dynamic.py), metadata stripped again."""
+    try:
+        quantized = scheme(recipe.quantization).run(model, recipe, method)
+    except Exception as exc:
+        raise ExportError(
+            f"dynamic int8 quantization of {method} failed: {type(exc).__name__}: {first_line(exc)}"
+        ) from exc
     strip_metadata(quantized)
     return quantized
 
@@ -198,23 +161,25 @@ def graph_report(model, method: str, bundled: dict[str, Any], quantized: bool) -
     }
 
 
-def write_onnx(
-    units: list[ExportUnit], models: Models, recipe: Recipe, folder: Path, report: Reporter, calibration
-) -> dict[str, dict]:
-    """Write `<method>.onnx` per unit + weights.bin into folder; returns {method: {"file", "report"}}."""
+def write_graphs(lowered: list[LoweredUnit], recipe: Recipe, folder: Path, report: Reporter) -> list[Artifact]:
+    """Write `<method>.onnx` per method + weights.bin into folder; one Artifact per method."""
     graphs = {}
-    quantized = set()
-    for unit in units:
-        report.stage(f"ONNX: exporting {unit.method}")
-        graphs[unit.method] = export_graph(unit)
-        if recipe.quantization == "dynamic-int8" and unit.kind == "denoise":  # decode/encode_text stay float32
-            report.stage(f"ONNX: quantizing {unit.method}")
-            graphs[unit.method] = quantize(graphs[unit.method], unit.method)
-            quantized.add(unit.method)
-        report.advance()
+    for lu in lowered:
+        report.stage(f"ONNX: converting {lu.method}")
+        graphs[lu.method] = export_graph(lu)
+        if lu.quantize:  # decode and encode_text stay float32
+            report.stage(f"ONNX: quantizing {lu.method}")
+            graphs[lu.method] = quantize(graphs[lu.method], recipe, lu.method)
     report.stage("ONNX: writing the graphs and the shared weights")
     bundled = bundle_graphs(graphs, folder)
     report.advance()
-    return {
-        m: {"file": f"{m}.onnx", "report": graph_report(g, m, bundled[m], m in quantized)} for m, g in graphs.items()
-    }
+    return [
+        Artifact(
+            lu.method,
+            f"{lu.method}.onnx",
+            lu.unit.inputs,
+            lu.unit.outputs,
+            graph_report(graphs[lu.method], lu.method, bundled[lu.method], lu.quantize),
+        )
+        for lu in lowered
+    ]

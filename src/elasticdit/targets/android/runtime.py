@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from ..errors import BundleError
-from ..quiet import native_stderr_captured
+from ...errors import BundleError, first_line
+from ...quiet import native_stderr_captured
 
 
 def set_threads(threads: int | None) -> None:
@@ -31,7 +31,7 @@ class ExecuTorchProgram:
                 self.program = Runtime.get().load_program(str(self.path), enable_etdump=etdump, debug_buffer_size=0)
             except Exception as exc:
                 self.program = None
-                error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                error = first_line(exc)
         if self.program is None:
             detail = next((line for line in reversed(log) if "rror" in line), "")
             raise BundleError(f"ExecuTorch cannot load {self.path}: {error} {detail}".strip())
@@ -64,3 +64,19 @@ class ExecuTorchProgram:
         if debug.exists() and debug.stat().st_size == 0:
             os.unlink(debug)
         return path
+
+
+class ExecuTorchRunner:
+    """The host runner of an Android bundle: each method from the program of the file its entry names."""
+
+    def __init__(self, bundle: Path, threads: int | None = None):
+        self.bundle, self.threads = Path(bundle), threads
+        self._programs: dict[str, ExecuTorchProgram] = {}
+
+    def run(self, entry, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+        if entry.file not in self._programs:
+            self._programs[entry.file] = ExecuTorchProgram(self.bundle / entry.file, self.threads)
+        return self._programs[entry.file].run(entry.method, inputs)
+
+    def note(self, entry) -> str:
+        return ""

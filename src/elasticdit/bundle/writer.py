@@ -1,15 +1,12 @@
-"""Bundles on disk: the atomic writer and the hashed file list (shared by every target).
-
-A bundle is written into a temporary folder beside its destination, every file and folder fsync'ed, then
-swapped into place in one atomic exchange (Linux `renameat2(RENAME_EXCHANGE)`, macOS `renamex_np(RENAME_SWAP)`),
-so the destination is never missing or half-written. `--force` replaces only an empty folder or an elasticdit
-bundle that holds nothing its manifest does not list: a user's folder is never deleted.
+"""Writing a bundle: into a temporary folder beside its destination, every file and folder fsync'ed, then swapped
+into place in one atomic exchange (Linux `renameat2(RENAME_EXCHANGE)`, macOS `renamex_np(RENAME_SWAP)`), so the
+destination is never missing or half-written. `--force` replaces only an empty folder or an elasticdit bundle that
+holds nothing its manifest does not list: a user's folder is never deleted.
 """
 
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import json
 import os
 import shutil
@@ -19,22 +16,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from .errors import BundleError
+from ..errors import BundleError
+from .files import FORMAT, MANIFEST, dump_json, file_entries
 
-MANIFEST = "manifest.json"
-FORMAT = "elasticdit-bundle"
 SHOWN = 5  # foreign files named in an error before "and N more"
-
-
-def sha256_file(path: Path, sync: bool = False) -> str:
-    """sha256 of a file; `sync` also flushes it to the disk (fsync works on a read-only descriptor)."""
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-        if sync:
-            os.fsync(f.fileno())
-    return h.hexdigest()
 
 
 def _sync_folder(path: Path) -> None:
@@ -43,20 +28,6 @@ def _sync_folder(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def file_entries(root: Path, sync: bool = False) -> list[dict[str, Any]]:
-    """Every file under root except the manifest (files inside packages such as .mlpackage too), sorted."""
-    entries = []
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        rel = path.relative_to(root).as_posix()
-        if rel != MANIFEST:
-            entries.append({"path": rel, "sha256": sha256_file(path, sync), "bytes": path.stat().st_size})
-    return entries
-
-
-def dump_json(doc: Any) -> str:
-    return json.dumps(doc, indent=2) + "\n"
 
 
 def foreign_entries(folder: Path) -> list[str] | None:

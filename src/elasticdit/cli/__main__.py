@@ -1,0 +1,5 @@
+"""`python -m elasticdit.cli`."""
+
+from . import main
+
+main()

@@ -1,0 +1,117 @@
+"""`export` and `verify`: writing a bundle and checking it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from .app import (
+    CheckpointArg,
+    JsonOpt,
+    ResolutionOpt,
+    app,
+    default_checkpoint,
+    err,
+    out,
+    print_json,
+    reports_errors,
+)
+
+
+@app.command()
+@reports_errors
+def export(
+    checkpoint: CheckpointArg = None,
+    target: Annotated[
+        str, typer.Option(help="android (ExecuTorch/XNNPACK .pte), ios (Core ML .mlpackage) or onnx.")
+    ] = "android",
+    output: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", help="Bundle folder to write (default: ./bundle-TARGET).", show_default=False),
+    ] = None,
+    recipe: Annotated[
+        str | None,
+        typer.Option(
+            help="Recipe name (the packaged ones: src/elasticdit/targets/*/recipes/) or path to a .toml (default: "
+            "android-fp32, ios-fp16, onnx-fp32)."
+        ),
+    ] = None,
+    ops: Annotated[
+        str | None, typer.Option(help="Comma-separated operating points, e.g. r1_d6,r4_d2 (default: all).")
+    ] = None,
+    resolution: ResolutionOpt = None,
+    cfg: Annotated[bool, typer.Option("--cfg", help="Batch 2 denoise methods for classifier-free guidance.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing bundle folder.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write a bundle: one artifact holding every operating point (weights stored once) + manifest.json."""
+    from ..exporter import ExportRequest, export_bundle
+
+    req = ExportRequest(
+        checkpoint=checkpoint or default_checkpoint(),
+        target=target,
+        output=output or Path(f"bundle-{target}"),
+        recipe=recipe,
+        ops=[o.strip() for o in ops.split(",") if o.strip()] if ops else None,
+        resolution=resolution,
+        cfg_batch=cfg,
+        force=force,
+    )
+    summary = export_bundle(req)
+    if as_json:
+        print_json(summary)
+        return
+    table = Table(title=f"{summary['bundle']} ({summary['target']}, {summary['recipe']})")
+    for col in ("file", "bytes", "sha256"):
+        table.add_column(col, justify="right" if col == "bytes" else "left", no_wrap=True)
+    for f in summary["files"]:
+        table.add_row(f["path"], f"{f['bytes']:,}", f["sha256"][:16])
+    out.print(table)
+    report = summary["backend_report"]
+    names = ", ".join(p["name"] for p in summary["operating_points"])
+    out.print(
+        f"{len(summary['operating_points'])} operating points ({names}) + "
+        f"{len(summary['methods']) - len(summary['operating_points'])} other methods, "
+        f"{summary['bytes'] / 1e6:.2f} MB in all"
+    )
+    outside = {m: r.get("outside_ops") for m, r in report.items() if r and r.get("outside_ops")}
+    if outside:
+        for m, ops_out in outside.items():
+            out.print(f"  {m}: outside the delegate: {', '.join(f'{k} x{v}' for k, v in ops_out.items())}")
+
+
+@app.command()
+@reports_errors
+def verify(
+    bundle: Annotated[Path, typer.Argument(help="A bundle folder written by `elasticdit export`.")],
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(help="The checkpoint the bundle came from (default: the demo, when the bundle was made from it)."),
+    ] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads for the host runtime.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check every file's hash, then run every method on this host against the PyTorch reference."""
+    from ..verify import verify_bundle
+
+    report = verify_bundle(bundle, checkpoint, threads)
+    if as_json:
+        print_json(report)
+    else:
+        table = Table(title=f"{report['bundle']} ({report['target']}, {report['recipe']})")
+        for col in ("method", "check", "value", "limit", "result", "note"):
+            table.add_column(col, no_wrap=col != "note")
+        for m in report["methods"]:
+            value = f"{m['value']:.2e}" if m["metric"] == "rel_err" else f"{m['value']:.1f} dB"
+            limit = f"<= {m['limit']:.0e}" if m["metric"] == "rel_err" else f">= {m['limit']:.0f} dB"
+            result = "[green]pass[/]" if m["passed"] else "[red]FAIL[/]"
+            table.add_row(m["method"], m["metric"], value, limit, result, m["note"])
+        out.print(f"{len(report['files'])} files match their sha256")
+        out.print(table)
+    if not report["passed"]:
+        failed = [m["method"] for m in report["methods"] if not m["passed"]]
+        err.print(f"[bold red]error:[/] {len(failed)} methods out of tolerance: {', '.join(failed)}", soft_wrap=True)
+        raise typer.Exit(1)

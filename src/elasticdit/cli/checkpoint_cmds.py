@@ -1,0 +1,135 @@
+"""`inspect` and `convert`: what a checkpoint holds, and importing one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from .app import (
+    CheckpointArg,
+    JsonOpt,
+    ResolutionOpt,
+    app,
+    default_checkpoint,
+    out,
+    print_json,
+    reports_errors,
+)
+
+
+def _load_for_inspect(path: Path, resolution: tuple[int, int] | None):
+    from ..checkpoint import load_checkpoint
+    from ..config import ModelConfig
+    from ..errors import ConfigParseError
+    from ..model.pipeline import build_models
+
+    if path.suffix == ".json":
+        try:
+            raw = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigParseError(f"cannot read config {path}: {exc}") from None
+        return build_models(ModelConfig.from_dict(raw), "meta")
+    return load_checkpoint(path, resolution).models()
+
+
+@app.command()
+@reports_errors
+def inspect(
+    checkpoint: CheckpointArg = None,
+    resolution: ResolutionOpt = None,
+    attention: Annotated[
+        str | None, typer.Option(help="Attention lowering to count FLOPs with (default: the Android export's).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Elastic space, parameters, per-operating-point tokens, GFLOPs, SSBA sparsity and memory."""
+    from ..inspection import inspect_models
+
+    path = checkpoint or default_checkpoint()
+    report = inspect_models(_load_for_inspect(path, resolution), resolution, attention)
+    report["checkpoint"] = str(path)
+    if as_json:
+        print_json(report)
+        return
+    h, w = report["resolution"]
+    out.print(
+        f"[bold]{path.name}[/]  {h}x{w} px, latent {report['latent'][0]}x{report['latent'][1]}, "
+        f"{report['totals']['parameters'] / 1e6:.2f} M parameters "
+        f"({', '.join(f'{k} {v / 1e6:.2f} M' for k, v in report['parameters'].items())})"
+    )
+    table = Table(show_lines=False)
+    for col in (
+        "point",
+        "ratio",
+        "depth",
+        "grid",
+        "tokens",
+        "text",
+        "params M",
+        "GFLOPs",
+        "dense GF",
+        "tile/win",
+        "img sparse",
+        "joint sparse",
+        "act MB",
+    ):
+        table.add_column(col, justify="left" if col == "point" else "right", no_wrap=True)
+    for p in report["operating_points"]:
+        s = p["ssba"]
+        table.add_row(
+            p["name"],
+            str(p["compression_ratio"]),
+            p["depth"],
+            f"{p['token_grid'][0]}x{p['token_grid'][1]}",
+            str(p["tokens"]),
+            str(p["text_tokens"]),
+            f"{p['params'] / 1e6:.2f}",
+            f"{p['gflops']:.3f}",
+            f"{p['gflops_dense']:.3f}",
+            f"{s['tile']}/{s['window']}" if s else "off",
+            f"{s['image_sparsity']:.1%}" if s else "-",
+            f"{s['joint_sparsity']:.1%}" if s else "-",
+            f"{p['activation_mb']:.1f}",
+        )
+    out.print(table)
+    t = report["totals"]
+    out.print(
+        f"{t['operating_points']} operating points; full {t['gflops_full']:.3f} GFLOPs, lightest "
+        f"{t['gflops_lightest']:.3f} GFLOPs ({t['elastic_range']:.1f}x range); FLOPs counted with "
+        f"torch.utils.flop_counter on each static module ({report['operating_points'][0]['attention']} "
+        "attention)."
+    )
+
+
+@app.command()
+@reports_errors
+def convert(
+    src: Annotated[Path, typer.Argument(help="A folder written by diffusers' SD3Transformer2DModel.save_pretrained.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="The v1 checkpoint to write (.safetensors).")],
+    source_format: Annotated[str, typer.Option("--from", help="Source format.")] = "diffusers-sd3",
+    depths: Annotated[
+        list[str] | None,
+        typer.Option("--depths", help="Extra depth plan NAME=BLOCKS, e.g. '12=0-5,18-23'; repeatable."),
+    ] = None,
+    text_len: Annotated[int, typer.Option(help="Joint text length the model will be fed (SD3: 77 + 256).")] = 333,
+    as_json: JsonOpt = False,
+) -> None:
+    """Convert SD3-family transformer weights to a v1 checkpoint (ratio 1, SSBA off, no VAE)."""
+    from ..convert_sd3 import convert_sd3
+
+    if source_format != "diffusers-sd3":
+        raise typer.BadParameter(f"unknown source format '{source_format}'; known: diffusers-sd3")
+    cfg = convert_sd3(src, output, depths or [], text_len)
+    summary = {
+        "output": str(output),
+        "blocks": cfg.transformer.num_blocks,
+        "depths": {k: list(v) for k, v in cfg.elastic.depths.items()},
+    }
+    if as_json:
+        print_json(summary)
+    else:
+        out.print(f"wrote {output}: {cfg.transformer.num_blocks} blocks, depth plans {', '.join(cfg.elastic.depths)}")

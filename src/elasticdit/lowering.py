@@ -1,0 +1,126 @@
+"""The lowering stage, between slicing and the targets: every method as a torch.export program in the layer
+formulation its target chose, quantized as the recipe says.
+
+Choices made once per target (`Target.formulation`), like the attention core a recipe names:
+
+- means: the shared layers spell a mean over the last dim as `F.linear(x, avg)` with a constant [1, D] vector of
+  1/D (`model/layers.py`), which XNNPACK delegates whole (`"matmul"`); Core ML wants the plain reduction
+  (`"reduction"`: each such linear becomes `aten.mean.dim(x, [-1], keepdim=True)` after export, because
+  coremltools 9.0's `fuse_linear_bias` pass crashes on that linear followed by a scalar add);
+- decompose: `run_decompositions({})` (the core ATen opset) before the target converts the program (Core ML).
+
+The target then writes artifacts from the programs (`Target.write`); `verify` rebuilds the same program here.
+
+Order: the exporter counts each point's cost (a batch-1 forward) on the float units before lowering them. The
+`tiles` core caches its index tensors per (batch, sequence) on its first forward, so batch-1 programs see them
+as constants already made, while a CFG bundle's batch-2 programs make them while tracing. Both programs are
+correct; this order is what every bundle so far was written with, so their bytes stay the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from .errors import ExportError, first_line
+from .model.pipeline import Models
+from .progress import Reporter
+from .quant import applies, scheme
+from .recipes import Recipe
+from .slicing import ExportUnit
+
+Calibration = Callable[[ExportUnit], list[tuple[torch.Tensor, ...]]]
+
+
+@dataclass(frozen=True)
+class Formulation:
+    means: str = "matmul"  # "matmul" | "reduction"
+    decompose: bool = False
+
+
+@dataclass
+class LoweredUnit:
+    unit: ExportUnit
+    program: torch.export.ExportedProgram
+    quantize: bool  # an artifact-stage scheme applies to this method: the target runs it after converting
+
+    @property
+    def method(self) -> str:
+        return self.unit.method
+
+
+def means_as_reductions(ep: torch.export.ExportedProgram) -> int:
+    """`F.linear(x, avg)` with a constant [1, D] vector of 1/D -> `mean(x, -1, keepdim=True)`; returns how many."""
+    gm = ep.graph_module
+    values = {**ep.state_dict, **ep.constants}
+    consts = {s.arg.name: values.get(s.target) for s in ep.graph_signature.input_specs if s.target is not None}
+    count = 0
+    for node in list(gm.graph.nodes):
+        if node.op != "call_function" or node.target != torch.ops.aten.linear.default or len(node.args) != 2:
+            continue
+        w = consts.get(getattr(node.args[1], "name", None))
+        if w is None or w.dim() != 2 or w.shape[0] != 1 or not bool(torch.all(w == 1.0 / w.shape[1])):
+            continue
+        with gm.graph.inserting_before(node):
+            mean = gm.graph.call_function(torch.ops.aten.mean.dim, (node.args[0], [-1], True))
+        mean.meta = dict(node.meta)
+        node.replace_all_uses_with(mean)
+        gm.graph.erase_node(node)
+        count += 1
+    gm.graph.lint()
+    gm.recompile()
+    return count
+
+
+def formulate(ep: torch.export.ExportedProgram, formulation: Formulation) -> torch.export.ExportedProgram:
+    if formulation.decompose:
+        with torch.no_grad():
+            ep = ep.run_decompositions({})
+    if formulation.means == "reduction":
+        means_as_reductions(ep)
+    return ep
+
+
+def export_program(unit: ExportUnit, formulation: Formulation) -> torch.export.ExportedProgram:
+    """torch.export of one unit in the target's formulation (export and `verify` both build it here)."""
+    try:
+        with torch.no_grad():
+            ep = torch.export.export(unit.module, unit.example_inputs)
+    except Exception as exc:  # torch.export raises many types; name the method and the cause
+        raise ExportError(f"torch.export of {unit.method} failed: {type(exc).__name__}: {first_line(exc)}") from exc
+    return formulate(ep, formulation)
+
+
+def lower(
+    models: Models,
+    units: list[ExportUnit],
+    recipe: Recipe,
+    formulation: Formulation,
+    calibration: Calibration,
+    report: Reporter,
+) -> list[LoweredUnit]:
+    """Every unit (`slicing.export_units`) as a program. A module-stage scheme quantizes copies of the units
+    and of the transformer they share (the float ones are left as they were); a program-stage scheme replaces
+    torch.export for the methods it applies to."""
+    chosen = scheme(recipe.quantization)
+    if chosen is not None and chosen.stage == "module":
+        report.stage(f"quantizing the shared transformer ({recipe.quantization})")
+        units = chosen.run(models, units, recipe)
+    lowered = []
+    for unit in units:
+        quantize = applies(recipe.quantization, unit.kind)
+        report.stage(f"torch.export {unit.method}")
+        if quantize and chosen is not None and chosen.stage == "program":
+            try:
+                program = formulate(chosen.run(unit.module, unit.example_inputs, calibration(unit)), formulation)
+            except Exception as exc:
+                raise ExportError(
+                    f"torch.export of {unit.method} failed: {type(exc).__name__}: {first_line(exc)}"
+                ) from exc
+        else:
+            program = export_program(unit, formulation)
+        lowered.append(LoweredUnit(unit, program, quantize and chosen is not None and chosen.stage == "artifact"))
+        report.advance()
+    return lowered

@@ -1,0 +1,40 @@
+"""Android: one ExecuTorch program (`model.pte`) lowered to XNNPACK; run by ExecuTorch's runtime on the host,
+`executor_runner` on a phone (adb) and the ExecuTorch Python runtime on a Linux board (ssh)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..base import Artifact, HostRunner, ProfileBackend, Target
+
+if TYPE_CHECKING:
+    from ...bundle.manifest import Manifest
+    from ...lowering import LoweredUnit
+    from ...model.pipeline import Models
+    from ...progress import Reporter
+    from ...recipes import Recipe
+
+
+class AndroidTarget(Target):
+    name = "android"
+    default_recipe = "android-fp32"
+    schemes = ("none", "pt2e-int8", "8da4w")
+    transports = ("host", "adb", "ssh")
+
+    def write(self, lowered: list[LoweredUnit], recipe: Recipe, folder: Path, report: Reporter) -> list[Artifact]:
+        from .export import write_program
+
+        return write_program(lowered, folder, report)
+
+    def host_runner(
+        self, bundle: Path, manifest: Manifest, threads: int | None = None, models: Models | None = None
+    ) -> HostRunner:
+        from .runtime import ExecuTorchRunner
+
+        return ExecuTorchRunner(bundle, threads)
+
+    def profile_backend(self, bundle: Path, manifest: Manifest, threads: int | None) -> ProfileBackend:
+        from .profile import ExecuTorchHost
+
+        return ExecuTorchHost(bundle, threads)

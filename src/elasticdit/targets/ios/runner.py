@@ -1,0 +1,164 @@
+"""Running an iOS bundle's methods. Core ML cannot run on Linux: there the package's structure is checked against
+the manifest, and each method's numerics come from the exact torch graph that went into `ct.convert` (rebuilt by
+the lowering stage), fed with the weights decoded from the package's weight.bin and run in float16 for fp16
+recipes. On macOS the Core ML functions themselves run."""
+
+from __future__ import annotations
+
+import copy
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ...errors import BundleError
+from ...lowering import export_program
+from ...slicing import ExportUnit, decode_unit, denoise_unit, encode_text_unit
+from ...specs import MethodKind
+from .convert import DTYPES, graph_digest
+from .ct import coremltools
+from .package import check_package, package_weights
+
+MACOS_NOTE = "running the Core ML functions needs macOS"
+
+
+def fp32_island(graph: torch.fx.Graph) -> set[torch.fx.Node]:
+    """The FX nodes `convert` keeps in fp32 (see `keeps_fp32`): sin/cos and what feeds only them."""
+    keep: set[torch.fx.Node] = set()
+    for node in reversed(graph.nodes):
+        if node.op != "call_function":
+            continue
+        if node.target in (torch.ops.aten.sin.default, torch.ops.aten.cos.default) or (
+            node.users and all(user in keep for user in node.users)
+        ):
+            keep.add(node)
+    return keep
+
+
+class _Fp16Emulation(torch.fx.Interpreter):
+    """Runs a graph the way Core ML's fp16 compute precision does: every float op in float16, except the
+    fp32 island; float constants enter each op as stored (so fp16-cast weights are already rounded)."""
+
+    def __init__(self, module: torch.fx.GraphModule):
+        super().__init__(module)
+        self.fp32 = fp32_island(module.graph)
+
+    def run_node(self, n: torch.fx.Node):
+        if n.op != "call_function":
+            return super().run_node(n)
+        dtype = torch.float32 if n in self.fp32 else torch.float16
+        args, kwargs = self.fetch_args_kwargs_from_env(n)
+
+        def cast(value):
+            if isinstance(value, torch.Tensor) and value.is_floating_point():
+                return value.to(dtype)
+            if value is torch.float32:  # dtype= arguments (casts, factories)
+                return dtype
+            return value
+
+        args, kwargs = torch.utils._pytree.tree_map(cast, (args, kwargs))
+        return n.target(*args, **kwargs)
+
+
+def run_graph(
+    ep: torch.export.ExportedProgram, overrides: dict[str, torch.Tensor], inputs: list[torch.Tensor], half: bool
+) -> list[torch.Tensor]:
+    """Run the program's graph with parameters/buffers replaced by `overrides` (FQN -> tensor); `half`
+    emulates Core ML's fp16 compute precision. Results are float32."""
+    graph = copy.deepcopy(ep.module())  # never write into the checkpoint's shared parameters
+    for fqn, value in overrides.items():
+        owner, _, name = fqn.rpartition(".")
+        holder = graph.get_submodule(owner) if owner else graph
+        old = getattr(holder, name)
+        setattr(holder, name, torch.nn.Parameter(value, False) if isinstance(old, torch.nn.Parameter) else value)
+    examples = [n.meta.get("val") for n in ep.graph.nodes if n.op == "placeholder"][-len(inputs) :]
+    args = [t.to(e.dtype) if e is not None else t for t, e in zip(inputs, examples, strict=True)]
+    with torch.no_grad():
+        out = _Fp16Emulation(graph).run(*args) if half else graph(*args)
+    out = list(out) if isinstance(out, tuple | list) else [out]
+    return [o.float() for o in out]
+
+
+def graph_inputs_from_package(
+    ep: torch.export.ExportedProgram, weights: dict[str, np.ndarray]
+) -> tuple[dict[str, torch.Tensor], int]:
+    """Parameters and buffers of the program replaced by the package's values where a const maps to them
+    (by placeholder name and shape); returns the overrides by FQN and how many of the program's tensors
+    were found in the package."""
+    values = {**ep.state_dict, **ep.constants}
+    overrides = {}
+    for s in ep.graph_signature.input_specs:
+        if s.target is None or s.target not in values:
+            continue
+        found = weights.get(s.arg.name)
+        if found is not None and list(found.shape) == list(values[s.target].shape):
+            overrides[s.target] = torch.from_numpy(np.ascontiguousarray(found)).to(values[s.target].dtype)
+    return overrides, len(overrides)
+
+
+def rebuild_unit(models: Any, manifest: Any, entry: Any) -> ExportUnit:
+    """The unit the exporter converted for this manifest entry, rebuilt from the checkpoint."""
+    resolution = tuple(manifest.resolution)
+    if entry.kind == MethodKind.DENOISE:
+        return denoise_unit(models, entry.point, resolution, manifest.recipe.attention, entry.batch)
+    if entry.kind == MethodKind.DECODE:
+        return decode_unit(models, resolution)
+    return encode_text_unit(models)
+
+
+class PackageGraphRunner:
+    """Linux: each method as the torch graph given to ct.convert, with the package's weights."""
+
+    def __init__(self, bundle: Path, manifest: Any, models: Any, formulation: Any):
+        self.pkg = check_package(bundle, manifest)
+        self.manifest, self.models, self.formulation = manifest, models, formulation
+        self.precision = manifest.recipe.precision
+        self.weights = package_weights(self.pkg)
+        self.found: dict[str, int] = {}
+
+    def run(self, entry: Any, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+        method = entry.method
+        ep = export_program(rebuild_unit(self.models, self.manifest, entry), self.formulation)
+        want = (self.manifest.backend_report.get(method) or {}).get("graph_sha256")
+        if want and graph_digest(ep) != want:
+            raise BundleError(
+                f"the graph rebuilt for {method} differs from the one converted at export (sha256 "
+                f"{graph_digest(ep)[:12]} != {want[:12]}); its numerics cannot be checked with this tool version"
+            )
+        overrides, self.found[method] = graph_inputs_from_package(ep, self.weights[method])
+        return run_graph(ep, overrides, inputs, half=self.precision == "fp16")
+
+    def note(self, entry: Any) -> str:
+        compute = "float16 (Core ML fp16 compute, emulated on CPU)" if self.precision == "fp16" else "float32"
+        found = self.found.get(entry.method, 0)
+        return (
+            f"Linux: ran the torch.export graph given to ct.convert in {compute} with {found} weight tensors "
+            f"decoded from {self.pkg.name}; {MACOS_NOTE}"
+        )
+
+
+class CoreMLRunner:  # pragma: no cover - macOS only
+    """Run each function with Core ML itself (CPU, GPU and Neural Engine as Core ML chooses)."""
+
+    def __init__(self, pkg: Path):
+        self.pkg, self.ct = pkg, coremltools()
+        self.loaded: dict[str, Any] = {}
+
+    def run(self, entry: Any, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+        method = entry.method
+        if method not in self.loaded:
+            self.loaded[method] = self.ct.models.MLModel(str(self.pkg), function_name=method)
+        feeds = {spec.name: t.numpy().astype(DTYPES[spec.dtype]) for spec, t in zip(entry.inputs, inputs, strict=True)}
+        result = self.loaded[method].predict(feeds)
+        return [torch.from_numpy(np.asarray(result[s.name], dtype=np.float32)) for s in entry.outputs]
+
+    def note(self, entry: Any) -> str:
+        return f"macOS: ran Core ML function {entry.method} of {self.pkg.name}"
+
+
+def host_runner(bundle: Path, manifest: Any, models: Any, formulation: Any) -> Any:
+    if sys.platform == "darwin":  # pragma: no cover - needs the Core ML framework
+        return CoreMLRunner(check_package(bundle, manifest))
+    return PackageGraphRunner(bundle, manifest, models, formulation)

@@ -1,0 +1,39 @@
+"""ONNX: a graph per method sharing one `weights.bin`; run by ONNX Runtime on the host and on a Linux board (ssh)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..base import Artifact, HostRunner, ProfileBackend, Target
+
+if TYPE_CHECKING:
+    from ...bundle.manifest import Manifest
+    from ...lowering import LoweredUnit
+    from ...model.pipeline import Models
+    from ...progress import Reporter
+    from ...recipes import Recipe
+
+
+class OnnxTarget(Target):
+    name = "onnx"
+    default_recipe = "onnx-fp32"
+    schemes = ("none", "dynamic-int8")
+    transports = ("host", "ssh")
+
+    def write(self, lowered: list[LoweredUnit], recipe: Recipe, folder: Path, report: Reporter) -> list[Artifact]:
+        from .graphs import write_graphs
+
+        return write_graphs(lowered, recipe, folder, report)
+
+    def host_runner(
+        self, bundle: Path, manifest: Manifest, threads: int | None = None, models: Models | None = None
+    ) -> HostRunner:
+        from .runtime import OnnxRunner
+
+        return OnnxRunner(bundle, manifest, threads)
+
+    def profile_backend(self, bundle: Path, manifest: Manifest, threads: int | None) -> ProfileBackend:
+        from .profile import OnnxHost
+
+        return OnnxHost(bundle, manifest, threads)
