@@ -23,13 +23,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import median_ms, print_table, set_all_threads
+from common import median_ms, mobile_config, print_table, set_all_threads
 
 from elasticdit.checkpoint import load_checkpoint, save_checkpoint
 from elasticdit.demo_checkpoint import demo_checkpoint_path
 from elasticdit.exporter import ExportRequest, export_bundle
+from elasticdit.model.pipeline import random_weights
 from elasticdit.operating_points import full_point, lightest_point, operating_points
-from elasticdit.presets import mobile_config, random_weights
 from elasticdit.quiet import silence_library_noise
 from elasticdit.slicing import denoise_unit
 from elasticdit.targets import target_recipe

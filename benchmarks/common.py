@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmarks: timing, thread settings, tables."""
+"""Helpers shared by the benchmarks: timing, thread settings, tables, the mobile-scale model."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import time
 from collections.abc import Callable
 
 import torch
+
+from elasticdit.config import ElasticConfig, ModelConfig, SchedulerConfig, SSBAConfig, TransformerConfig, VAEConfig
 
 
 def set_all_threads(threads: int) -> None:
@@ -53,3 +55,35 @@ def print_table(columns: list[str], rows: list[list[object]]) -> None:
     print("  ".join("-" * w for w in widths))
     for row in cells:
         print("  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(row, widths, strict=True))))
+
+
+def mobile_config() -> ModelConfig:
+    """The benchmarks' mobile-scale model: width 512 (8 heads of 64), 12 blocks, 512 px (1024 tokens at ratio 1,
+    SSBA tile 8: a 4x4 tile grid), ratios 1/2/4, four depth plans; random weights, no VAE encoder."""
+    return ModelConfig(
+        transformer=TransformerConfig(
+            hidden_size=512,
+            num_heads=8,
+            num_blocks=12,
+            mlp_ratio=4.0,
+            patch_size=2,
+            in_channels=16,
+            text_dim=512,
+            text_len=77,
+            pooled_dim=512,
+            qk_norm=True,
+        ),
+        elastic=ElasticConfig(
+            compression_ratios=(1, 2, 4),
+            depths={
+                "12": tuple(range(12)),
+                "9": (0, 1, 2, 3, 4, 5, 8, 9, 11),
+                "6": (0, 1, 2, 3, 10, 11),
+                "4": (0, 1, 10, 11),
+            },
+        ),
+        ssba=SSBAConfig(enabled=True, tile=8, window=1),
+        scheduler=SchedulerConfig(shift=3.0, steps=20, guidance_scale=4.5),
+        resolution=(512, 512),
+        vae=VAEConfig(decoder_widths=(64, 32, 16), latent_blocks=2),
+    )

@@ -38,11 +38,11 @@ def worker(variant: str, steps: int, threads: int) -> float:
     """Median seconds per step in this process (started with the variant's wait policy), after 3 warm-up steps."""
     import torch
 
+    from elasticdit.demo.config import demo_config
     from elasticdit.demo.plan import TrainPlan
     from elasticdit.demo.steps import training_net
     from elasticdit.demo.trainer import Trainer
     from elasticdit.operating_points import operating_points
-    from elasticdit.presets import demo_config
 
     _, bf16, fused = VARIANTS[variant]
     cfg = demo_config()

@@ -24,11 +24,11 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the training command s
 
 import torch
 
+from elasticdit.demo.config import demo_config
 from elasticdit.demo.plan import RESUME_MUST_MATCH, TrainPlan, check_saved
 from elasticdit.demo.trainer import STATE_FILE, Trainer
 from elasticdit.errors import OperatingPointError
 from elasticdit.operating_points import OperatingPoint, select
-from elasticdit.presets import demo_config
 
 
 class ContinuedRun(Trainer):

@@ -3,7 +3,7 @@
 python scripts/train_demo_variant.py --out DIR --latent-channels 3 --patch 4 --tile 2 --minutes 24
 python scripts/train_demo_variant.py --out DIR --latent-channels 3 --steps 400 1500
 
-Everything else is `python -m elasticdit.demo.train` with `presets.demo_config()` (same data, recipe, sandwich
+Everything else is `python -m elasticdit.demo.train` with `demo/config.py demo_config()` (same data, recipe, sandwich
 rule and time budget, and the same options: --out, --minutes, --steps, --resume, ...); only the named fields
 change. Score the result with `elasticdit eval DIR/demo.safetensors`.
 Its checkpoints are not the shipped demo (benchmarks/RESULTS.md, "Other demo designs tried").
@@ -19,9 +19,9 @@ import sys
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the training command sets it
 
 from elasticdit.config import ModelConfig, check_resolution, validate_config
+from elasticdit.demo.config import demo_config
 from elasticdit.demo.train import main as train_command
 from elasticdit.errors import ConfigError
-from elasticdit.presets import demo_config
 
 
 def variant(base: ModelConfig, latent_channels: int | None, patch: int | None, tile: int | None) -> ModelConfig:

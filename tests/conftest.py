@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from configs import tiny_config
 from typer.testing import CliRunner
 
 from elasticdit.checkpoint import save_checkpoint
 from elasticdit.cli import app
-from elasticdit.presets import random_weights, tiny_config
+from elasticdit.model.pipeline import random_weights
 
 pytest_plugins = ["ci_skips"]
 torch.set_num_threads(2)

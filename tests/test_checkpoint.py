@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from configs import tiny_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save as st_save
@@ -20,7 +21,7 @@ from elasticdit import errors
 from elasticdit.checkpoint import load_checkpoint, save_checkpoint
 from elasticdit.cli import app
 from elasticdit.config import METADATA_KEY
-from elasticdit.presets import random_weights, tiny_config
+from elasticdit.model.pipeline import random_weights
 
 runner = CliRunner()
 CFG = tiny_config(text_encoder=True)

@@ -1,8 +1,10 @@
 import dataclasses
 
 import pytest
+from configs import paper_scale_config, tiny_config
 
 from elasticdit.config import ModelConfig, check_resolution
+from elasticdit.demo.config import demo_config
 from elasticdit.errors import (
     ConfigError,
     ConfigParseError,
@@ -12,7 +14,6 @@ from elasticdit.errors import (
     UnsupportedVersionError,
 )
 from elasticdit.operating_points import lightest_point, operating_points, select
-from elasticdit.presets import demo_config, paper_scale_config, tiny_config
 
 
 def test_config_json_round_trip():

@@ -134,7 +134,7 @@ def test_parse_inverts_every_prompt_of_the_grammar(spec: PromptSpec):
 
 
 def test_vocabulary_is_exactly_the_words_of_the_grammar_and_known_to_the_demo_model():
-    from elasticdit.presets import DEMO_WORDS
+    from elasticdit.demo.config import DEMO_WORDS
 
     used = {word for scene in training_scenes(2000, 0) for word in scene.prompt.split()}
     assert used == set(vocabulary())

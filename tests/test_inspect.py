@@ -3,10 +3,10 @@
 import json
 
 import pytest
+from configs import paper_scale_config, tiny_config
 from typer.testing import CliRunner
 
 from elasticdit.cli import app
-from elasticdit.presets import paper_scale_config, tiny_config
 
 runner = CliRunner()
 

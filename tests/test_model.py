@@ -4,15 +4,15 @@ import dataclasses
 
 import pytest
 import torch
+from configs import tiny_config
 
 from elasticdit.model.elastic_dit import SIGMA_FLOOR
 from elasticdit.model.embeddings import sincos_1d, sincos_2d
-from elasticdit.model.pipeline import build_models
+from elasticdit.model.pipeline import build_models, random_weights
 from elasticdit.model.sampler import sample, shifted_sigmas, training_pair
 from elasticdit.model.tdvae import TDVAE, haar_dwt, haar_idwt
 from elasticdit.model.text_encoder import PAD, tokenize
 from elasticdit.operating_points import operating_points
-from elasticdit.presets import random_weights, tiny_config
 
 CFG = tiny_config(text_encoder=True)
 

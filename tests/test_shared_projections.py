@@ -8,6 +8,7 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
+from configs import tiny_config
 from test_train import CFG, PLAN
 
 from elasticdit.checkpoint import load_checkpoint
@@ -26,7 +27,6 @@ from elasticdit.demo.trainer import Trainer, train
 from elasticdit.model.elastic_dit import unpatchify
 from elasticdit.model.pipeline import build_models
 from elasticdit.operating_points import operating_points
-from elasticdit.presets import tiny_config
 
 SHARED = dataclasses.replace(PLAN, ratio_projections="shared")
 

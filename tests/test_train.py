@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from configs import tiny_config
 
 from elasticdit.checkpoint import load_checkpoint
+from elasticdit.demo.config import demo_config
 from elasticdit.demo.initialization import init_vae_haar, init_weights
 from elasticdit.demo.plan import TrainPlan
 from elasticdit.demo.steps import random_picks, training_net
@@ -22,7 +24,6 @@ from elasticdit.model.pipeline import build_models
 from elasticdit.model.sampler import training_pair
 from elasticdit.model.text_encoder import tokenize
 from elasticdit.operating_points import full_point, lightest_point, operating_points
-from elasticdit.presets import demo_config, tiny_config
 
 CFG = tiny_config(text_encoder=True)
 PLAN = TrainPlan(
@@ -289,7 +290,7 @@ def test_resume_refuses_another_sandwich(tmp_path):
 
 
 def test_command_line_writes_a_checkpoint(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("elasticdit.presets.demo_config", lambda: CFG)
+    monkeypatch.setattr("elasticdit.demo.config.demo_config", lambda: CFG)
     assert main(["--out", str(tmp_path / "cli"), "--steps", "2", "2", "--scenes", "16", "--seed", "4"]) == 0
     out = capsys.readouterr().out
     assert "encoded=16 " in out and f"wrote {tmp_path / 'cli' / CHECKPOINT_FILE}" in out
@@ -319,7 +320,7 @@ def test_command_line_refuses_bad_plan_values(tmp_path, capsys, args, message):
 
 
 def test_command_line_refuses_a_pick_weight_no_pick_can_take(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("elasticdit.presets.demo_config", lambda: CFG)
+    monkeypatch.setattr("elasticdit.demo.config.demo_config", lambda: CFG)
     full = full_point(CFG).name
     assert main(["--out", str(tmp_path / "bad"), "--pick-weight", f"{full}=2", "--pick-weight", "r9_d9=2"]) == 1
     err = capsys.readouterr().err

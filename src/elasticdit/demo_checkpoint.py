@@ -15,8 +15,9 @@ from pathlib import Path
 import torch
 
 from .checkpoint import save_checkpoint
+from .demo.config import demo_config
 from .errors import CheckpointError
-from .presets import demo_config, random_weights
+from .model.pipeline import random_weights
 
 DEMO_FILE = "demo.safetensors"
 DEMO_SEED = 20261127

@@ -52,7 +52,7 @@ def parse_pick_weights(items: list[str]) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None, cfg: ModelConfig | None = None) -> int:
-    """The training command; `cfg` (default `presets.demo_config()`) is the design trained."""
+    """The training command; `cfg` (default `demo/config.py demo_config()`) is the design trained."""
     if "OMP_WAIT_POLICY" not in os.environ and argv is None:
         # Sleeping (not spinning) OpenMP workers: on a CPU shared with other jobs, spinning threads wait for
         # descheduled ones and a step runs several times slower. It must be set before torch loads OpenMP.

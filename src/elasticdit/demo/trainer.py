@@ -422,7 +422,7 @@ def train(
     log=print,
 ) -> Path:
     """Train (or resume) into `out`; returns the path of the written checkpoint."""
-    from ..presets import demo_config
+    from .config import demo_config
 
     random.seed(seed)
     np.random.seed(seed)

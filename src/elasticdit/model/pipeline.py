@@ -64,3 +64,16 @@ def build_models(cfg: ModelConfig, device: str | torch.device = "cpu") -> Models
 def expected_tensors(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     """Every tensor name a checkpoint of this config holds, with its shape (built on the meta device)."""
     return {name: tuple(t.shape) for name, t in build_models(cfg, "meta").state_dict().items()}
+
+
+def random_weights(cfg: ModelConfig, seed: int = 0) -> dict[str, torch.Tensor]:
+    """PyTorch's default initialisation under a fixed seed; adaLN and output layers are not zeroed, so every
+    path of the network carries signal (useful for numerics tests)."""
+    torch.manual_seed(seed)
+    models = build_models(cfg)
+    state = models.state_dict()
+    generator = torch.Generator().manual_seed(seed + 1)
+    for name, t in state.items():
+        if name.endswith("pos_embed.pos_embed") or name.endswith("position_embedding"):
+            t.copy_(torch.randn(t.shape, generator=generator) * 0.1)
+    return {k: v.detach().clone() for k, v in state.items()}
