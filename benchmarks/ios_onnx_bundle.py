@@ -49,6 +49,7 @@ def coreml_program(unit):
 def onnx_graph(unit):
     return onnx.export_graph(LoweredUnit(unit, export_program(unit, Formulation()), False))
 
+
 console = Console(width=150)
 IOS_RECIPES = ("ios-fp16", "ios-fp32", "ios-int8", "ios-palettize6", "ios-palettize4")
 ALL_VS_ONE = ("ios-fp16", "ios-int8", "ios-palettize4")

@@ -8,7 +8,7 @@ other ratios' projections (as FlexiViT resizes one patch embedding to every patc
 as the mean of ratio 1's embeddings of its r x r base patches, and decodes it by repeating ratio 1's output in
 each of them, each plus its own difference. During training the model's ratio-r tensors hold that difference
 (zero at the start); `effective_tensors` turns them into the plain per-ratio tensors a checkpoint stores, so
-nothing downstream (format, export, bundles) knows about the sharing. """
+nothing downstream (format, export, bundles) knows about the sharing."""
 
 from __future__ import annotations
 

@@ -16,6 +16,7 @@ With `minutes` the run is budgeted by wall time (each phase gets its share, lear
 elapsed fraction, so a busy machine trains fewer steps rather than longer); with explicit step counts it is
 exactly reproducible from the seed, and a resumed run equals an uninterrupted one.
 """
+
 from __future__ import annotations
 
 import contextlib
