@@ -75,6 +75,7 @@ def test_wrong_checkpoint_is_refused(bundle, tmp_path):
         verify_bundle(out, other)
 
 
+@pytest.mark.slow
 def test_reexport_is_byte_identical(bundle, tiny_ckpt, tmp_path):
     out, _ = bundle
     again = tmp_path / "again"
@@ -128,6 +129,7 @@ def test_missing_checkpoint_and_existing_dir(tiny_ckpt, tmp_path):
     assert result.exit_code == 1 and "cannot write a bundle" in result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("recipe", ["android-int8", "android-8da4w"])
 def test_quantized_recipes_run_and_report_snr_above_their_floor(tiny_ckpt, tmp_path, recipe):
     out = tmp_path / recipe

@@ -74,6 +74,7 @@ def test_android_bundle_same_seed_same_image_and_matches_the_reference(ckpt, and
     assert (tmp_path / "nocfg.png").read_bytes() != (tmp_path / "a.png").read_bytes()
 
 
+@pytest.mark.slow
 def test_cfg_batched_bundle_matches_the_unbatched_one(ckpt, android, tmp_path):
     out = tmp_path / "cfg-bundle"
     export(ckpt, "android", out, ["--cfg"])

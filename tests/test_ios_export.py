@@ -151,6 +151,7 @@ def test_tampered_weights_are_a_named_error(bundle, tiny_ckpt, tmp_path):
     assert result.exit_code == 1 and "weight.bin: sha256 differs" in result.stderr
 
 
+@pytest.mark.slow
 def test_reexport_is_byte_identical(bundle, tiny_ckpt, tmp_path):
     out, _ = bundle
     again = tmp_path / "again"
@@ -168,6 +169,7 @@ def compressed(request, bare_ckpt, tmp_path_factory):
     return request.param, out, export(bare_ckpt, out, "--ops", "r1_d4,r1_d2", "--recipe", request.param)
 
 
+@pytest.mark.slow
 def test_weights_are_stored_once_after_compression(compressed):
     recipe, out, summary = compressed
     report = summary["backend_report"]
@@ -182,6 +184,7 @@ def test_weights_are_stored_once_after_compression(compressed):
     assert weight_bin / report["denoise_r1_d4"]["weight_bytes"] <= 1.05
 
 
+@pytest.mark.slow
 def test_compressed_recipes_report_snr(compressed, bare_ckpt):
     _, out, _ = compressed
     for check in verify(out, bare_ckpt)["methods"]:

@@ -114,6 +114,7 @@ def test_renamed_graph_input_is_a_named_error(bundle, tiny_ckpt, tmp_path):
         verify_bundle(copy, tiny_ckpt)
 
 
+@pytest.mark.slow
 def test_reexport_is_byte_identical(bundle, tiny_ckpt, tmp_path):
     out, _ = bundle
     again = tmp_path / "again"
@@ -131,6 +132,7 @@ def two_points(request, bare_ckpt, tmp_path_factory):
     return request.param, out, export(bare_ckpt, out, "--ops", "r1_d4,r1_d2", "--recipe", request.param)
 
 
+@pytest.mark.slow
 def test_weights_are_stored_once(two_points):
     recipe, out, summary = two_points
     full = set(external_ranges(out / "denoise_r1_d4.onnx"))
@@ -144,6 +146,7 @@ def test_weights_are_stored_once(two_points):
         assert summary["bytes"] / alone <= 1.10, (summary["bytes"], alone)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("two_points", ["onnx-int8"], indirect=True)
 def test_int8_recipe_reports_snr(two_points, bare_ckpt):
     _, out, summary = two_points

@@ -66,6 +66,7 @@ def records(out) -> list[dict]:
     return [json.loads(line) for line in (out / LOG_FILE).read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_losses_fall_and_checkpoint_loads(tmp_path):
     probe = Trainer(tmp_path / "probe", CFG, PLAN, seed=3, log=lambda s: None)
     images = probe.images()[:8].float() / 255.0
@@ -99,6 +100,7 @@ def test_losses_fall_and_checkpoint_loads(tmp_path):
     assert next(r for r in log if "encoded" in r)["encoded"] == PLAN.scenes
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("phase, step", [("vae", 6), ("dit", 7)])
 def test_resume_equals_an_uninterrupted_run(tmp_path, phase, step):
     straight = train(tmp_path / "a", CFG, PLAN, seed=5, log=lambda s: None)
@@ -133,6 +135,7 @@ def test_resume_refuses_another_seed(tmp_path):
         train(tmp_path / "c", CFG, plan, seed=2, resume=True, log=lambda s: None)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sandwich", ["three", "ratios", "ratio-lightest"])
 def test_sandwich_trains_full_lightest_and_for_ratios_every_middle_ratio(tmp_path, sandwich):
     cfg = dataclasses.replace(CFG, elastic=dataclasses.replace(CFG.elastic, compression_ratios=(1, 2, 4)))
@@ -151,6 +154,7 @@ def test_sandwich_trains_full_lightest_and_for_ratios_every_middle_ratio(tmp_pat
         assert all(len(names) == 3 for names in steps) and max(middle) <= 1
 
 
+@pytest.mark.slow
 def test_late_sandwich_takes_over_from_late_from(tmp_path):
     cfg = dataclasses.replace(CFG, elastic=dataclasses.replace(CFG.elastic, compression_ratios=(1, 2, 4)))
     plan = dataclasses.replace(
@@ -339,6 +343,7 @@ def script_on_tiny_config(monkeypatch, name: str):
     return module
 
 
+@pytest.mark.slow
 def test_continue_script_trains_a_finished_run_on(tmp_path, monkeypatch, capsys):
     script = script_on_tiny_config(monkeypatch, "continue_demo_training")
     plan = dataclasses.replace(PLAN, dit_steps=4)
@@ -388,6 +393,7 @@ def test_variant_script_trains_the_named_design(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "bad").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("distill", [1.0, 0.5])
 def test_distilled_points_learn_the_full_points_prediction(distill, tmp_path):
     """The other points share the full point's noise and timesteps and aim at the lerp of the data's velocity and
