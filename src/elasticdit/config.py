@@ -12,6 +12,9 @@ from .errors import ConfigError, ConfigParseError, DepthPlanError, GridError
 FORMAT_NAME = "elasticdit-checkpoint"
 FORMAT_VERSION = 1
 METADATA_KEY = "elasticdit.config"
+# Field metadata of keys added after v1's first checkpoints: written only when they differ from their default,
+# so a config that does not use them serialises byte for byte as before (demo states compare config JSON).
+LATER = {"omit_default": True}
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,8 @@ class TransformerConfig:
     # returns velocity either way. A coarse ratio's token carries (patch*ratio)^2 * C values through hidden_size
     # features: the noise cannot pass such a bottleneck, the clean latent (flat, low-rank) can.
     prediction: str = "velocity"
+    # SD3.5's MMDiT-X: blocks with a second, image-only self-attention (`attn2`). Written only when set.
+    dual_attention_layers: tuple[int, ...] = field(default=(), metadata=LATER)
 
     @property
     def head_dim(self) -> int:
@@ -113,7 +118,7 @@ class ModelConfig:
         return lh // cell, lw // cell
 
     def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
+        out = _asdict(self)
         out["elastic"]["depths"] = {k: list(v) for k, v in self.elastic.depths.items()}
         return {"format": FORMAT_NAME, "version": FORMAT_VERSION, **_lists(out)}
 
@@ -123,6 +128,22 @@ class ModelConfig:
     @staticmethod
     def from_dict(raw: dict[str, Any]) -> ModelConfig:
         return _parse_model_config(raw)
+
+
+def _asdict(obj: Any) -> Any:
+    """`dataclasses.asdict`, leaving out LATER fields at their default and sections that are None and LATER."""
+    if not dataclasses.is_dataclass(obj):
+        return obj
+    out = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if f.metadata.get("omit_default") and value == f.default:
+            continue
+        if isinstance(value, dict):
+            out[f.name] = {k: _asdict(v) for k, v in value.items()}
+        else:
+            out[f.name] = _asdict(value)
+    return out
 
 
 def _lists(value: Any) -> Any:
@@ -249,6 +270,9 @@ def validate_config(cfg: ModelConfig) -> None:
         raise ConfigError(f"transformer.pos_embed must be 'sincos' or 'cropped', got {t.pos_embed!r}")
     if t.pos_embed == "cropped" and t.pos_embed_max_size <= 0:
         raise ConfigError("transformer.pos_embed 'cropped' needs a positive pos_embed_max_size")
+    bad = [i for i in t.dual_attention_layers if not 0 <= i < t.num_blocks]
+    if bad or len(set(t.dual_attention_layers)) != len(t.dual_attention_layers):
+        raise ConfigError(f"transformer.dual_attention_layers must be distinct blocks in 0..{t.num_blocks - 1}")
     ratios = cfg.elastic.compression_ratios
     if not ratios or any(r <= 0 for r in ratios) or len(set(ratios)) != len(ratios):
         raise ConfigError(f"elastic.compression_ratios must be distinct positive integers, got {list(ratios)}")

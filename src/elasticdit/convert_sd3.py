@@ -61,10 +61,6 @@ def sd3_config(raw: dict, depths: list[str], text_len: int) -> ModelConfig:
     unknown = sorted(k for k in raw if not k.startswith("_") and k not in SUPPORTED_KEYS)
     if unknown:
         raise UnsupportedModelError(f"SD3 config keys this tool cannot represent: {', '.join(unknown)}")
-    if raw.get("dual_attention_layers"):
-        raise UnsupportedModelError(
-            "SD3.5 dual-attention layers (dual_attention_layers) are not supported by the ElasticDiT block"
-        )
     qk_norm = raw.get("qk_norm")
     if qk_norm not in (None, "rms_norm"):
         raise UnsupportedModelError(f"qk_norm '{qk_norm}' is not supported (only none or rms_norm)")
@@ -96,6 +92,7 @@ def sd3_config(raw: dict, depths: list[str], text_len: int) -> ModelConfig:
             pos_embed="cropped",
             pos_embed_max_size=raw.get("pos_embed_max_size", 96),
             context_pre_only_last=True,
+            dual_attention_layers=tuple(raw.get("dual_attention_layers") or ()),
         ),
         elastic=ElasticConfig(compression_ratios=(1,), depths=plans),
         ssba=SSBAConfig(enabled=False),
