@@ -97,3 +97,16 @@ def test_bad_depth_spec_and_config(tmp_path):
         7,
     )
     assert cfg.elastic.depths["2"] == (0, 1)
+
+
+@pytest.mark.parametrize("shift", [1.0, 3.0, 2.5])
+@pytest.mark.parametrize("steps", [1, 2, 4, 28])
+def test_flow_match_sigmas_equal_diffusers(shift, steps):
+    from elasticdit.model.sampler import flow_match_sigmas, schedule_sigmas, shifted_sigmas
+
+    scheduler = diffusers.FlowMatchEulerDiscreteScheduler(shift=shift)
+    scheduler.set_timesteps(steps)
+    assert torch.equal(flow_match_sigmas(steps, shift), scheduler.sigmas)
+    assert torch.equal(schedule_sigmas("flow_match_euler", steps, shift), scheduler.sigmas)
+    # the older rectified-flow schedule ends at 0 one step early: not diffusers' (the test can fail)
+    assert steps == 1 or not torch.equal(shifted_sigmas(steps, shift), scheduler.sigmas)

@@ -5,9 +5,12 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, ConfigParseError, DepthPlanError, GridError
+
+if TYPE_CHECKING:
+    from .sd3_config import AutoencoderKLConfig, AutoencoderTinyConfig, SD3TextConfig
 
 FORMAT_NAME = "elasticdit-checkpoint"
 FORMAT_VERSION = 1
@@ -86,10 +89,13 @@ class TextEncoderConfig:
 
 @dataclass(frozen=True)
 class SchedulerConfig:
+    # "rectified_flow_euler": sigmas linspace(1, 0, steps + 1), shifted. "flow_match_euler": diffusers'
+    # FlowMatchEulerDiscreteScheduler (static shift), whose sigmas stop at the shift of 1/num_train_timesteps.
     kind: str = "rectified_flow_euler"
     shift: float = 3.0
     steps: int = 28
     guidance_scale: float = 7.0
+    num_train_timesteps: int = field(default=1000, metadata=LATER)
 
 
 @dataclass(frozen=True)
@@ -99,8 +105,10 @@ class ModelConfig:
     ssba: SSBAConfig
     scheduler: SchedulerConfig
     resolution: tuple[int, int] = (1024, 1024)
-    vae: VAEConfig | None = None
+    vae: VAEConfig | AutoencoderKLConfig | AutoencoderTinyConfig | None = None
     text_encoder: TextEncoderConfig | None = None
+    # a converted SD3 pipeline's CLIP (and T5) encoders; written only when set (sd3_config.py)
+    text_encoders: SD3TextConfig | None = field(default=None, metadata=LATER)
 
     @property
     def full_depth(self) -> str:
@@ -216,7 +224,10 @@ def _parse_model_config(raw: Any) -> ModelConfig:
         raise UnsupportedVersionError(
             f"checkpoint format version {version!r} is not supported (this tool reads version {FORMAT_VERSION})"
         )
+    from .sd3_config import parse_text_encoders, parse_vae
+
     known = {"format", "version", "transformer", "elastic", "ssba", "scheduler", "resolution", "vae", "text_encoder"}
+    known.add("text_encoders")
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigParseError(f"config has unknown sections: {', '.join(unknown)}")
@@ -236,10 +247,11 @@ def _parse_model_config(raw: Any) -> ModelConfig:
         ssba=_section(SSBAConfig, raw["ssba"], "ssba"),
         scheduler=_section(SchedulerConfig, raw["scheduler"], "scheduler"),
         resolution=(resolution[0], resolution[1]),
-        vae=None if raw.get("vae") is None else _section(VAEConfig, raw["vae"], "vae"),
+        vae=None if raw.get("vae") is None else parse_vae(raw["vae"]),
         text_encoder=None
         if raw.get("text_encoder") is None
         else _section(TextEncoderConfig, raw["text_encoder"], "text_encoder"),
+        text_encoders=None if raw.get("text_encoders") is None else parse_text_encoders(raw["text_encoders"]),
     )
     validate_config(cfg)
     return cfg
@@ -304,11 +316,17 @@ def validate_config(cfg: ModelConfig) -> None:
             raise ConfigError(f"ssba.shift must be 'odd_blocks' or 'none', got {s.shift!r}")
         if s.text != "global":
             raise ConfigError(f"ssba.text must be 'global', got {s.text!r}")
-    if cfg.scheduler.kind != "rectified_flow_euler":
-        raise ConfigError(f"scheduler.kind must be 'rectified_flow_euler', got {cfg.scheduler.kind!r}")
-    if cfg.scheduler.steps <= 0 or cfg.scheduler.shift <= 0:
-        raise ConfigError("scheduler steps and shift must be positive")
-    if cfg.vae is not None:
+    if cfg.scheduler.kind not in ("rectified_flow_euler", "flow_match_euler"):
+        raise ConfigError(
+            f"scheduler.kind must be 'rectified_flow_euler' or 'flow_match_euler', got {cfg.scheduler.kind!r}"
+        )
+    if cfg.scheduler.steps <= 0 or cfg.scheduler.shift <= 0 or cfg.scheduler.num_train_timesteps <= 0:
+        raise ConfigError("scheduler steps, shift and num_train_timesteps must be positive")
+    if cfg.vae is not None and not isinstance(cfg.vae, VAEConfig):
+        from .sd3_config import validate_vae
+
+        validate_vae(cfg.vae, t.in_channels)
+    elif cfg.vae is not None:
         v = cfg.vae
         if v.latent_channels != t.in_channels:
             raise ConfigError(f"vae.latent_channels {v.latent_channels} != transformer.in_channels {t.in_channels}")
@@ -316,6 +334,12 @@ def validate_config(cfg: ModelConfig) -> None:
             raise ConfigError(f"vae.downsample {v.downsample} must equal 2 ** wavelet_levels ({v.wavelet_levels})")
         if len(v.decoder_widths) != v.wavelet_levels:
             raise ConfigError(f"vae.decoder_widths needs one width per wavelet level ({v.wavelet_levels})")
+    if cfg.text_encoders is not None:
+        from .sd3_config import validate_text_encoders
+
+        if cfg.text_encoder is not None:
+            raise ConfigError("a config holds either 'text_encoder' or 'text_encoders', not both")
+        validate_text_encoders(cfg.text_encoders, t.text_dim, t.text_len, t.pooled_dim)
     if cfg.text_encoder is not None:
         te = cfg.text_encoder
         if tuple(te.vocab[:3]) != ("<pad>", "<start>", "<unk>") or len(te.vocab) < 4:
