@@ -58,21 +58,47 @@ def tiny_pipeline(dual_attention: tuple[int, ...] = (), qk_norm: str | None = No
         tok_3 = transformers.T5TokenizerFast(vocab=pieces, extra_ids=0)
         t5_model = transformers.T5EncoderModel(
             transformers.T5Config(
-                vocab_size=len(pieces), d_model=96, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
-                feed_forward_proj="gated-gelu", relative_attention_num_buckets=8, relative_attention_max_distance=16,
+                vocab_size=len(pieces),
+                d_model=96,
+                d_kv=8,
+                d_ff=64,
+                num_layers=2,
+                num_heads=4,
+                feed_forward_proj="gated-gelu",
+                relative_attention_num_buckets=8,
+                relative_attention_max_distance=16,
             )
         ).eval()
     torch.manual_seed(0)
     transformer = diffusers.SD3Transformer2DModel(
-        sample_size=8, patch_size=2, in_channels=16, num_layers=3, attention_head_dim=8, num_attention_heads=4,
-        joint_attention_dim=96, caption_projection_dim=32, pooled_projection_dim=32, out_channels=16,
-        pos_embed_max_size=16, qk_norm=qk_norm, dual_attention_layers=dual_attention,
+        sample_size=8,
+        patch_size=2,
+        in_channels=16,
+        num_layers=3,
+        attention_head_dim=8,
+        num_attention_heads=4,
+        joint_attention_dim=96,
+        caption_projection_dim=32,
+        pooled_projection_dim=32,
+        out_channels=16,
+        pos_embed_max_size=16,
+        qk_norm=qk_norm,
+        dual_attention_layers=dual_attention,
     ).eval()
     vae = diffusers.AutoencoderKL(
-        in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 4,
-        up_block_types=["UpDecoderBlock2D"] * 4, block_out_channels=(8, 16, 16, 16), layers_per_block=1,
-        latent_channels=16, norm_num_groups=4, sample_size=64, scaling_factor=1.5305, shift_factor=0.0609,
-        use_quant_conv=False, use_post_quant_conv=False,
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D"] * 4,
+        up_block_types=["UpDecoderBlock2D"] * 4,
+        block_out_channels=(8, 16, 16, 16),
+        layers_per_block=1,
+        latent_channels=16,
+        norm_num_groups=4,
+        sample_size=64,
+        scaling_factor=1.5305,
+        shift_factor=0.0609,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
     ).eval()
     for i, m in enumerate([clip_l, clip_g, t5_model, transformer, vae]):
         if m is not None:
@@ -96,8 +122,13 @@ def tiny_taesd():
     import diffusers
 
     model = diffusers.AutoencoderTiny(
-        latent_channels=16, encoder_block_out_channels=(8, 8, 8, 8), decoder_block_out_channels=(8, 8, 8, 8),
-        num_encoder_blocks=(1, 1, 1, 1), num_decoder_blocks=(1, 2, 1, 1), scaling_factor=1.5305, shift_factor=0.0609,
+        latent_channels=16,
+        encoder_block_out_channels=(8, 8, 8, 8),
+        decoder_block_out_channels=(8, 8, 8, 8),
+        num_encoder_blocks=(1, 1, 1, 1),
+        num_decoder_blocks=(1, 2, 1, 1),
+        scaling_factor=1.5305,
+        shift_factor=0.0609,
     ).eval()
     randomize(model, 7, 0.1)
     return model

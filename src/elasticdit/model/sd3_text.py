@@ -85,4 +85,3 @@ class SD3TextEncoders(nn.Module):
         else:
             t5 = torch.zeros(tokens.shape[0], self.cfg.t5_len, self.text_dim, dtype=clip.dtype)
         return torch.cat([clip, t5], dim=1), torch.cat([pooled_l, pooled_g], dim=-1)
-
