@@ -2,7 +2,8 @@
 
 In the formulation XNNPACK delegates: GroupNorm's statistics as means over the last two dims of a 4-D
 [B, groups, C/groups, H*W] view (XNNPACK's global average pooling), the mid-block attention as 3-D batched
-matmuls, nearest 2x upsampling as `F.interpolate`. Same interface as the T-DVAE: `decode` takes the unscaled latent
+matmuls, nearest upsampling as a broadcast multiply by ones (`F.interpolate`'s upsample_nearest2d stays outside the
+delegate and splits the graph). Same interface as the T-DVAE: `decode` takes the unscaled latent
 and returns the image in [0, 1]; `unscale` undoes the transformer's `(z - shift_factor) * scaling_factor`.
 """
 
@@ -75,13 +76,22 @@ class UNetMidBlock2D(nn.Module):
         return self.resnets[1](x)
 
 
+def nearest_up(x: torch.Tensor, ones: torch.Tensor) -> torch.Tensor:
+    """`F.interpolate(x, scale_factor=f, mode="nearest")`, exactly, as a rank-6 broadcast multiply by `ones`
+    [1, 1, 1, f, 1, f] (a buffer, so the graph holds a constant rather than a `full` op)."""
+    b, c, h, w = x.shape
+    f = ones.shape[-1]
+    return (x.reshape(b, c, h, 1, w, 1) * ones).reshape(b, c, h * f, w * f)
+
+
 class Upsample2D(nn.Module):
     def __init__(self, channels: int):
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        self.register_buffer("ones", torch.ones(1, 1, 1, 2, 1, 2), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        return self.conv(nearest_up(x, self.ones))
 
 
 class UpDecoderBlock2D(nn.Module):
@@ -134,10 +144,10 @@ class TinyBlock(nn.Module):
 class NearestUp(nn.Module):
     def __init__(self, factor: int):
         super().__init__()
-        self.factor = factor
+        self.register_buffer("ones", torch.ones(1, 1, 1, factor, 1, factor), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.interpolate(x, scale_factor=float(self.factor), mode="nearest")
+        return nearest_up(x, self.ones)
 
 
 class TinyDecoder(nn.Module):
