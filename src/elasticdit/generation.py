@@ -249,6 +249,11 @@ class BundleSource(Source):
             pooled = torch.zeros(point.input("pooled").shape[1:])[None]
         else:
             tok = entry.tokenizer
+            if tok is None:
+                raise GenerationError(
+                    f"{self.path}: the manifest does not describe the tokenizer of encode_text (SD3 text encoders "
+                    "are exported but not yet run from bundles)"
+                )
             ids = torch.tensor([tokenize(prompt, tuple(tok["vocab"]), int(tok["length"]))], dtype=torch.int64)
             text, pooled = self._run(entry, [ids])[:2]
         self._text_cache[prompt] = (text, pooled)
@@ -296,6 +301,12 @@ class BundleSource(Source):
             u_pooled,
             batched_cfg=self.cfg_batch,
             on_step=on_step,
+            sigmas=schedule_sigmas(
+                self.manifest.scheduler.get("kind", "rectified_flow_euler"),
+                steps,
+                float(self.shift),
+                int(self.manifest.scheduler.get("num_train_timesteps", 1000)),
+            ),
         )
         scale = float(self.latent.get("scaling_factor", 1.0))
         shift = float(self.latent.get("shift_factor", 0.0))

@@ -59,6 +59,11 @@ class SD3TextEncoders(nn.Module):
         self.t5 = T5EncoderModel(cfg.t5, cfg.t5_len) if cfg.t5 is not None else None
         self._tokenizers: list | None = None
 
+    @property
+    def token_count(self) -> int:
+        """Length of the token row `forward` takes."""
+        return 2 * self.clip_len + (self.cfg.t5_len if self.t5 is not None else 0)
+
     def load_tokenizers(self, files: dict[str, str]) -> None:
         """From the checkpoint's stored files (`folder/name` -> text)."""
         toks = [clip_tokenizer(self.cfg.tokenizer_l, files), clip_tokenizer(self.cfg.tokenizer_g, files)]
