@@ -273,3 +273,28 @@ def test_bad_pipeline_is_a_named_one_line_error(pipes, tmp_path, case):
     assert result.stderr.startswith("error:") and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert words in result.stderr and "Traceback" not in result.stderr
     assert not out.exists()
+
+
+def test_stored_tokenizer_files_are_required_and_old_configs_are_unchanged(converted, tmp_path):
+    from elasticdit.checkpoint import save_checkpoint
+    from elasticdit.errors import MissingFilesError
+    from elasticdit.presets import demo_config, tiny_config
+
+    ck = load_checkpoint(converted["sd3", "drop"])
+    files = {k: v for k, v in ck.files.items() if k != "tokenizer_2/merges.txt"}
+    with pytest.raises(MissingFilesError, match="tokenizer_2/merges.txt"):
+        save_checkpoint(tmp_path / "x.safetensors", ck.cfg, ck.tensors, files)
+    assert not (tmp_path / "x.safetensors").exists()
+    save_checkpoint(tmp_path / "y.safetensors", ck.cfg, ck.tensors, ck.files)
+    assert load_checkpoint(tmp_path / "y.safetensors").files == ck.files
+    for cfg in (demo_config(), tiny_config()):
+        text = cfg.to_json()
+        assert not any(k in text for k in ("dual_attention_layers", "text_encoders", "num_train_timesteps"))
+    from safetensors import safe_open
+
+    from elasticdit.config import METADATA_KEY
+    from elasticdit.demo_checkpoint import demo_checkpoint_path
+
+    with safe_open(demo_checkpoint_path(), framework="pt") as f:
+        stored = f.metadata()[METADATA_KEY]
+    assert load_checkpoint(demo_checkpoint_path()).cfg.to_json() == stored  # the shipped demo serialises as before
