@@ -8,7 +8,7 @@ import torch
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 MERGES = ["a t</w>", "c at</w>", "d o", "do g</w>", "r e", "re d</w>", "o n", "on e</w>", "b l", "bl u", "blu e</w>"]
 T5_PIECES = ["▁a", "▁cat", "▁dog", "▁red", "▁blue", "▁one", "▁", "s", "t", *LETTERS]
-PROMPTS = ["a red cat", "", "Blue dog!  one, two 3 cats' é", "x " * 60]
+PROMPTS = ["a red cat", "", "Blue dog!  one, two 3 cats' é", "x " * 90]  # the last is truncated by CLIP
 
 
 def clip_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:

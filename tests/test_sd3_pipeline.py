@@ -170,36 +170,51 @@ def test_whole_image_matches_the_diffusers_pipeline(pipes, converted, name, t5, 
     assert psnr(other, ref) < psnr(ours, ref) - 20  # another prompt is measurably another image
 
 
-def test_lora_fusion_matches_diffusers(pipes, tmp_path):
-    from peft import LoraConfig
+@pytest.mark.parametrize("metadata", [True, False], ids=["alpha-in-metadata", "diffusers-default-alpha"])
+def test_lora_fusion_matches_diffusers(pipes, tmp_path, metadata):
+    """Transformer and CLIP-L adapters, fused at scale 0.7, against load_lora_weights + fuse_lora."""
+    from peft import LoraConfig, inject_adapter_in_model
     from peft.utils import get_peft_model_state_dict
 
     _, folder = pipes["sd35"]
     fresh = diffusers.StableDiffusion3Pipeline.from_pretrained(folder)
     config = LoraConfig(r=4, lora_alpha=8, target_modules=["to_q", "to_v", "attn2.to_k", "ff.net.2"])
+    text_config = LoraConfig(r=2, lora_alpha=3, target_modules=["q_proj", "fc1"])
     fresh.transformer.add_adapter(config)
+    inject_adapter_in_model(text_config, fresh.text_encoder)
     g = torch.Generator().manual_seed(9)
     with torch.no_grad():
-        for n, p in fresh.transformer.named_parameters():
-            if "lora_" in n:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
-    layers = get_peft_model_state_dict(fresh.transformer)
+        for module in (fresh.transformer, fresh.text_encoder):
+            for n, p in module.named_parameters():
+                if "lora_" in n:
+                    p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    extra = {}
+    if metadata:
+        extra = {
+            "transformer_lora_adapter_metadata": config.to_dict(),
+            "text_encoder_lora_adapter_metadata": text_config.to_dict(),
+        }
     diffusers.StableDiffusion3Pipeline.save_lora_weights(
-        tmp_path, transformer_lora_layers=layers, transformer_lora_adapter_metadata=config.to_dict()
+        tmp_path,
+        transformer_lora_layers=get_peft_model_state_dict(fresh.transformer),
+        text_encoder_lora_layers=get_peft_model_state_dict(fresh.text_encoder),
+        **extra,
     )
     lora = tmp_path / "pytorch_lora_weights.safetensors"
     reference = diffusers.StableDiffusion3Pipeline.from_pretrained(folder)
     reference.load_lora_weights(lora)
     reference.fuse_lora(lora_scale=0.7)
-    out = tmp_path / "fused.safetensors"
-    result = runner.invoke(app, ["convert", str(folder), "-o", str(out), "--lora", f"{lora}:0.7"])
-    assert result.exit_code == 0, result.output
-    ours = load_checkpoint(out).tensors
+    ours = load_checkpoint(_convert(folder, tmp_path / "fused.safetensors", "--lora", f"{lora}:0.7")).tensors
     base = load_checkpoint(_convert(folder, tmp_path / "plain.safetensors")).tensors
-    fused = {f"transformer.{k}": v for k, v in reference.transformer.state_dict().items() if "lora_" not in k}
-    fused = {k.replace(".base_layer", ""): v for k, v in fused.items()}
-    changed = [k for k in ours if k.startswith("transformer.") and not torch.equal(ours[k], base[k])]
-    assert changed and all(("to_q" in k or "to_v" in k or "attn2.to_k" in k or "ff.net.2" in k) for k in changed)
+    fused = {}
+    for prefix, module in (("transformer.", reference.transformer), ("text_encoder.clip_l.", reference.text_encoder)):
+        for k, v in module.state_dict().items():
+            if "lora_" not in k:
+                fused[prefix + k.replace(".base_layer", "")] = v
+    changed = [k for k in ours if not torch.equal(ours[k], base[k])]
+    targets = ("to_q", "to_v", "attn2.to_k", "ff.net.2", "q_proj", "fc1")
+    assert any(k.startswith("text_encoder.clip_l.") for k in changed)
+    assert changed and all(any(t in k for t in targets) for k in changed)
     assert max((ours[k] - fused[k]).abs().max().item() for k in changed) <= 1e-5
 
 
