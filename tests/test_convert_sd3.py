@@ -110,3 +110,14 @@ def test_flow_match_sigmas_equal_diffusers(shift, steps):
     assert torch.equal(schedule_sigmas("flow_match_euler", steps, shift), scheduler.sigmas)
     # the older rectified-flow schedule ends at 0 one step early: not diffusers' (the test can fail)
     assert steps == 1 or not torch.equal(shifted_sigmas(steps, shift), scheduler.sigmas)
+
+
+def test_half_precision_weights_keep_their_dtype(tmp_path):
+    model, _ = tiny_sd3(tmp_path, "rms_norm")
+    model.half().save_pretrained(tmp_path / "fp16")
+    out = tmp_path / "fp16.safetensors"
+    result = runner.invoke(app, ["convert", str(tmp_path / "fp16"), "-o", str(out), "--text-len", "7"])
+    assert result.exit_code == 0, result.output
+    ck = load_checkpoint(out)
+    assert {t.dtype for t in ck.tensors.values()} == {torch.float16}
+    assert out.stat().st_size < 0.6 * sum(t.numel() * 4 for t in ck.tensors.values())

@@ -323,4 +323,9 @@ def convert_pipeline_parts(
         resolution=tuple(r // 8 * vae_cfg.downsample for r in transformer_cfg.resolution),
     )
     validate_config(cfg)
-    return cfg, {k: v.float() for k, v in tensors.items()}, files
+    return cfg, {k: keep_float(v) for k, v in tensors.items()}, files
+
+
+def keep_float(t: torch.Tensor) -> torch.Tensor:
+    """F32/F16/BF16 weights keep their dtype (a checkpoint stores them as they came); others become float32."""
+    return t if t.dtype in (torch.float32, torch.float16, torch.bfloat16) else t.float()

@@ -22,7 +22,7 @@ from .config import (
     TransformerConfig,
     validate_config,
 )
-from .convert_pipeline import convert_pipeline_parts, read_weights
+from .convert_pipeline import convert_pipeline_parts, keep_float, read_weights
 from .errors import CheckpointError, ConfigError, DepthPlanError, UnsupportedModelError
 
 SD3_TEXT_LEN = 333  # 77 CLIP tokens + 256 T5 tokens in SD3's joint text sequence
@@ -141,4 +141,5 @@ def _transformer(src: Path, depths: list[str], text_len: int) -> tuple[ModelConf
     if raw.get("_class_name", "SD3Transformer2DModel") != "SD3Transformer2DModel":
         raise UnsupportedModelError(f"{src} holds a {raw['_class_name']}, not an SD3Transformer2DModel")
     cfg = sd3_config(raw, depths, text_len)
-    return cfg, {f"transformer.{k}": v.float() for k, v in read_weights(src, "diffusion_pytorch_model").items()}
+    weights = read_weights(src, "diffusion_pytorch_model")
+    return cfg, {f"transformer.{k}": keep_float(v) for k, v in weights.items()}

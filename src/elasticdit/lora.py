@@ -125,10 +125,11 @@ def _alpha(settings: dict, module: str, group: dict[str, torch.Tensor], common: 
 
 
 def fuse_loras(weights: dict[str, torch.Tensor], specs: list[str]) -> dict[str, torch.Tensor]:
-    """The weights with every adapter fused in order (float32); the input is not modified."""
+    """The weights with every adapter fused in order (in float32, stored back in each weight's dtype); the input
+    is not modified."""
     out = dict(weights)
     for spec in specs:
         path, scale = parse_spec(spec)
         for name, delta in lora_deltas(path, out).items():
-            out[name] = out[name].float() + delta * scale
+            out[name] = (out[name].float() + delta * scale).to(out[name].dtype)
     return out
