@@ -291,9 +291,11 @@ def test_bad_pipeline_is_a_named_one_line_error(pipes, tmp_path, case):
 
 
 def test_stored_tokenizer_files_are_required_and_old_configs_are_unchanged(converted, tmp_path):
+    from configs import tiny_config
+
     from elasticdit.checkpoint import save_checkpoint
+    from elasticdit.demo.config import demo_config
     from elasticdit.errors import MissingFilesError
-    from elasticdit.presets import demo_config, tiny_config
 
     ck = load_checkpoint(converted["sd3", "drop"])
     files = {k: v for k, v in ck.files.items() if k != "tokenizer_2/merges.txt"}

@@ -5,12 +5,19 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from .config_sections import section as _section
 from .errors import ConfigError, ConfigParseError, DepthPlanError, GridError
-
-if TYPE_CHECKING:
-    from .sd3_config import AutoencoderKLConfig, AutoencoderTinyConfig, SD3TextConfig
+from .sd3_config import (
+    AutoencoderKLConfig,
+    AutoencoderTinyConfig,
+    SD3TextConfig,
+    parse_text_encoders,
+    parse_vae,
+    validate_text_encoders,
+    validate_vae,
+)
 
 FORMAT_NAME = "elasticdit-checkpoint"
 FORMAT_VERSION = 1
@@ -162,54 +169,11 @@ def _lists(value: Any) -> Any:
     return value
 
 
-def _section(cls: type, raw: Any, where: str) -> Any:
-    if not isinstance(raw, dict):
-        raise ConfigParseError(f"config section '{where}' must be an object, got {type(raw).__name__}")
-    names = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - set(names))
-    if unknown:
-        raise ConfigParseError(f"config section '{where}' has unknown keys: {', '.join(unknown)}")
-    kwargs = {}
-    for name, f in names.items():
-        if name not in raw:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ConfigParseError(f"config section '{where}' lacks the required key '{name}'")
-            continue
-        kwargs[name] = _coerce(raw[name], f.type, f"{where}.{name}")
-    return cls(**kwargs)
-
-
-def _coerce(value: Any, type_name: Any, where: str) -> Any:
-    t = str(type_name)
-    if t == "bool":
-        if not isinstance(value, bool):
-            raise ConfigParseError(f"config key '{where}' must be true or false, got {value!r}")
-        return value
-    if t == "int":
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigParseError(f"config key '{where}' must be an integer, got {value!r}")
-        return value
-    if t == "float":
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigParseError(f"config key '{where}' must be a number, got {value!r}")
-        return float(value)
-    if t == "str":
-        if not isinstance(value, str):
-            raise ConfigParseError(f"config key '{where}' must be a string, got {value!r}")
-        return value
-    if t.startswith("tuple[int"):
-        if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-            raise ConfigParseError(f"config key '{where}' must be a list of integers, got {value!r}")
-        return tuple(value)
-    if t.startswith("tuple[str"):
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigParseError(f"config key '{where}' must be a list of strings")
-        return tuple(value)
-    if t.startswith("dict[str, tuple[int"):
-        if not isinstance(value, dict):
-            raise ConfigParseError(f"config key '{where}' must be an object of block lists")
-        return {str(k): _coerce(v, "tuple[int, ...]", f"{where}.{k}") for k, v in value.items()}
-    raise ConfigParseError(f"config key '{where}' has an unsupported type {t}")
+def _vae_section(raw: Any) -> Any:
+    """The T-DVAE's section, or (with a `kind`) a converted pipeline's diffusers decoder."""
+    if isinstance(raw, dict) and "kind" in raw:
+        return parse_vae(raw)
+    return _section(VAEConfig, raw, "vae")
 
 
 def _parse_model_config(raw: Any) -> ModelConfig:
@@ -224,8 +188,6 @@ def _parse_model_config(raw: Any) -> ModelConfig:
         raise UnsupportedVersionError(
             f"checkpoint format version {version!r} is not supported (this tool reads version {FORMAT_VERSION})"
         )
-    from .sd3_config import parse_text_encoders, parse_vae
-
     known = {"format", "version", "transformer", "elastic", "ssba", "scheduler", "resolution", "vae", "text_encoder"}
     known.add("text_encoders")
     unknown = sorted(set(raw) - known)
@@ -247,7 +209,7 @@ def _parse_model_config(raw: Any) -> ModelConfig:
         ssba=_section(SSBAConfig, raw["ssba"], "ssba"),
         scheduler=_section(SchedulerConfig, raw["scheduler"], "scheduler"),
         resolution=(resolution[0], resolution[1]),
-        vae=None if raw.get("vae") is None else parse_vae(raw["vae"]),
+        vae=None if raw.get("vae") is None else _vae_section(raw["vae"]),
         text_encoder=None
         if raw.get("text_encoder") is None
         else _section(TextEncoderConfig, raw["text_encoder"], "text_encoder"),
@@ -323,8 +285,6 @@ def validate_config(cfg: ModelConfig) -> None:
     if cfg.scheduler.steps <= 0 or cfg.scheduler.shift <= 0 or cfg.scheduler.num_train_timesteps <= 0:
         raise ConfigError("scheduler steps, shift and num_train_timesteps must be positive")
     if cfg.vae is not None and not isinstance(cfg.vae, VAEConfig):
-        from .sd3_config import validate_vae
-
         validate_vae(cfg.vae, t.in_channels)
     elif cfg.vae is not None:
         v = cfg.vae
@@ -335,8 +295,6 @@ def validate_config(cfg: ModelConfig) -> None:
         if len(v.decoder_widths) != v.wavelet_levels:
             raise ConfigError(f"vae.decoder_widths needs one width per wavelet level ({v.wavelet_levels})")
     if cfg.text_encoders is not None:
-        from .sd3_config import validate_text_encoders
-
         if cfg.text_encoder is not None:
             raise ConfigError("a config holds either 'text_encoder' or 'text_encoders', not both")
         validate_text_encoders(cfg.text_encoders, t.text_dim, t.text_len, t.pooled_dim)

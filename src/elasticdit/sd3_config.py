@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .config_sections import section as _section
 from .errors import ConfigError, ConfigParseError
 
 
@@ -113,20 +114,14 @@ VAE_KINDS: dict[str, type] = {"autoencoder_kl": AutoencoderKLConfig, "autoencode
 
 
 def parse_vae(raw: Any) -> Any:
-    """A `vae` section with a `kind`; without one it is the T-DVAE's (config.VAEConfig)."""
-    from .config import VAEConfig, _section
-
-    kind = raw.get("kind") if isinstance(raw, dict) else None
-    if kind is None:
-        return _section(VAEConfig, raw, "vae")
+    """A `vae` section with a `kind` (a diffusers decoder); without one it is the T-DVAE's (config.py)."""
+    kind = raw.get("kind")
     if kind not in VAE_KINDS:
         raise ConfigParseError(f"config key 'vae.kind' must be one of {', '.join(VAE_KINDS)}, got {kind!r}")
     return _section(VAE_KINDS[kind], raw, "vae")
 
 
 def parse_text_encoders(raw: Any) -> SD3TextConfig:
-    from .config import _section
-
     if not isinstance(raw, dict):
         raise ConfigParseError("config section 'text_encoders' must be an object")
     known = {"clip_l", "clip_g", "tokenizer_l", "tokenizer_g", "t5", "tokenizer_t5", "t5_len"}
