@@ -2,9 +2,10 @@
 
 In the formulation XNNPACK delegates: GroupNorm's statistics as means over the last two dims of a 4-D
 [B, groups, C/groups, H*W] view (XNNPACK's global average pooling), the mid-block attention as 3-D batched
-matmuls, nearest upsampling as a broadcast multiply by ones (`F.interpolate`'s upsample_nearest2d stays outside the
-delegate and splits the graph). Same interface as the T-DVAE: `decode` takes the unscaled latent
-and returns the image in [0, 1]; `unscale` undoes the transformer's `(z - shift_factor) * scaling_factor`.
+matmuls, nearest upsampling as a rank-5 broadcast multiply by ones (`F.interpolate`'s upsample_nearest2d stays
+outside the delegate and splits the graph; rank 5 because Core ML takes no tensor of higher rank). Same
+interface as the T-DVAE: `decode` takes the unscaled latent and returns the image in [0, 1]; `unscale` undoes
+the transformer's `(z - shift_factor) * scaling_factor`.
 """
 
 from __future__ import annotations
@@ -77,18 +78,19 @@ class UNetMidBlock2D(nn.Module):
 
 
 def nearest_up(x: torch.Tensor, ones: torch.Tensor) -> torch.Tensor:
-    """`F.interpolate(x, scale_factor=f, mode="nearest")`, exactly, as a rank-6 broadcast multiply by `ones`
-    [1, 1, 1, f, 1, f] (a buffer, so the graph holds a constant rather than a `full` op)."""
+    """`F.interpolate(x, scale_factor=f, mode="nearest")`, exactly, as a rank-5 broadcast multiply by `ones`
+    [1, 1, f, 1, f] (a buffer, so the graph holds a constant rather than a `full` op; rank 5 because Core ML takes
+    no tensor of higher rank)."""
     b, c, h, w = x.shape
     f = ones.shape[-1]
-    return (x.reshape(b, c, h, 1, w, 1) * ones).reshape(b, c, h * f, w * f)
+    return (x.reshape(b * c, h, 1, w, 1) * ones).reshape(b, c, h * f, w * f)
 
 
 class Upsample2D(nn.Module):
     def __init__(self, channels: int):
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
-        self.register_buffer("ones", torch.ones(1, 1, 1, 2, 1, 2), persistent=False)
+        self.register_buffer("ones", torch.ones(1, 1, 2, 1, 2), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(nearest_up(x, self.ones))
@@ -144,7 +146,7 @@ class TinyBlock(nn.Module):
 class NearestUp(nn.Module):
     def __init__(self, factor: int):
         super().__init__()
-        self.register_buffer("ones", torch.ones(1, 1, 1, factor, 1, factor), persistent=False)
+        self.register_buffer("ones", torch.ones(1, 1, factor, 1, factor), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return nearest_up(x, self.ones)
