@@ -198,3 +198,29 @@ def test_classifier_free_guidance_combines_both_passes():
         torch.testing.assert_close(out, torch.full_like(noise, -5.0))
     with pytest.raises(ValueError, match="unconditional"):
         sample(fake, noise, cond, cond, steps=1, shift=1.0, guidance=2.0)
+
+
+def test_dual_attention_blocks_run_attn2_with_the_image_only_ssba_pattern():
+    """MMDiT-X blocks under SSBA: attn2's core is the block's pattern without text; lowerings equal masked."""
+    t = dataclasses.replace(CFG.transformer, dual_attention_layers=(1, 3))
+    cfg = dataclasses.replace(CFG, transformer=t)
+    m = build_models(cfg)
+    m.load_state_dict(random_weights(cfg, 2))
+    m.eval()
+    point = operating_points(cfg)[0]
+    net = m.transformer.operating_point(point, attention="masked")
+    assert [type(c).__name__ for c in net.image_cores] == ["Identity", "MaskedAttention", "Identity", "MaskedAttention"]
+    assert net.image_cores[1].pattern.text_len == 0 and net.cores[1].pattern.text_len == t.text_len
+    x = inputs(cfg)
+    with torch.no_grad():
+        ref = net(*x)
+        for kind in ("tiles", "slices"):
+            got = m.transformer.operating_point(point, attention=kind)(*x)
+            assert ((got - ref).norm() / ref.norm()).item() <= 1e-5
+        m.transformer.transformer_blocks[1].attn2.to_out[0].weight.zero_()
+        m.transformer.transformer_blocks[1].attn2.to_out[0].bias.zero_()
+        assert not torch.allclose(net(*x), ref, atol=1e-4)  # attn2 contributes
+    d2 = next(p for p in operating_points(cfg) if p.depth == "2" and p.ratio == 1)  # blocks (0, 3)
+    assert [type(c).__name__ for c in m.transformer.image_attention_cores(d2)] == ["Identity", "MaskedAttention"]
+    only_one = dataclasses.replace(cfg, transformer=dataclasses.replace(t, dual_attention_layers=(1,)))
+    assert build_models(only_one, "meta").transformer.image_attention_cores(d2) is None

@@ -11,7 +11,7 @@ import json
 import os
 import pickle
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -25,6 +25,7 @@ from .errors import (
     ConfigParseError,
     DtypeError,
     MissingConfigError,
+    MissingFilesError,
     MissingTensorsError,
     NonFiniteWeightsError,
     NotSafetensorsError,
@@ -35,6 +36,7 @@ from .errors import (
 )
 from .model.pipeline import Models, build_models, expected_tensors
 
+FILE_KEY = "elasticdit.file."  # metadata key prefix of a stored text file, e.g. a tokenizer's vocab.json
 FLOAT_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
 MAX_HEADER = 100 * 1024 * 1024
 
@@ -45,21 +47,29 @@ class Checkpoint:
     cfg: ModelConfig
     tensors: dict[str, torch.Tensor]
     sha256: str
+    files: dict[str, str] = field(default_factory=dict)  # stored text files by `folder/name` (tokenizers)
 
     def models(self) -> Models:
         """The networks with these weights, in eval mode, float32."""
         models = build_models(self.cfg)
         models.load_state_dict({k: v.float() for k, v in self.tensors.items()})
+        if hasattr(models.text_encoder, "load_tokenizers"):
+            models.text_encoder.load_tokenizers(self.files)
         return models.eval()
 
 
-def save_checkpoint(path: str | Path, cfg: ModelConfig, tensors: dict[str, torch.Tensor]) -> str:
-    """Write atomically; returns the file's sha256. Tensors are validated as on load."""
+def save_checkpoint(
+    path: str | Path, cfg: ModelConfig, tensors: dict[str, torch.Tensor], files: dict[str, str] | None = None
+) -> str:
+    """Write atomically; returns the file's sha256. Tensors and files are validated as on load."""
     path = Path(path)
+    files = dict(sorted((files or {}).items()))
     tensors = {k: v.detach().contiguous() for k, v in sorted(tensors.items())}
     _check_tensors(cfg, {k: (v.shape, v.dtype) for k, v in tensors.items()})
     _check_finite(tensors)
-    data = save_safetensors_bytes(tensors, metadata={METADATA_KEY: cfg.to_json()})
+    _check_files(cfg, files)
+    metadata = {METADATA_KEY: cfg.to_json(), **{FILE_KEY + name: text for name, text in files.items()}}
+    data = save_safetensors_bytes(tensors, metadata=metadata)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         tmp.write_bytes(data)
@@ -79,10 +89,25 @@ def load_checkpoint(path: str | Path, resolution: tuple[int, int] | None = None)
     else:
         data = path.read_bytes()
         cfg, tensors = _read_safetensors(data, path)
+    files = _stored_files(data, path) if path.suffix not in (".pt", ".bin", ".pth") else {}
     _check_tensors(cfg, {k: (v.shape, v.dtype) for k, v in tensors.items()})
     _check_finite(tensors)
+    _check_files(cfg, files)
     check_resolution(cfg, resolution or cfg.resolution)
-    return Checkpoint(path, cfg, tensors, hashlib.sha256(data).hexdigest())
+    return Checkpoint(path, cfg, tensors, hashlib.sha256(data).hexdigest(), files)
+
+
+def _stored_files(data: bytes, path: Path) -> dict[str, str]:
+    metadata = _parse_header(data, len(data), path).get("__metadata__") or {}
+    return {k[len(FILE_KEY) :]: v for k, v in metadata.items() if k.startswith(FILE_KEY)}
+
+
+def _check_files(cfg: ModelConfig, files: dict[str, str]) -> None:
+    from .sd3_config import required_files
+
+    missing = [name for name in required_files(cfg.text_encoders) if name not in files]
+    if missing:
+        raise MissingFilesError(f"checkpoint lacks the stored file '{missing[0]}' its text encoders need")
 
 
 def _header_length(head: bytes, size: int, path: Path) -> int:

@@ -7,11 +7,24 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from .config_sections import section as _section
 from .errors import ConfigError, ConfigParseError, DepthPlanError, GridError
+from .sd3_config import (
+    AutoencoderKLConfig,
+    AutoencoderTinyConfig,
+    SD3TextConfig,
+    parse_text_encoders,
+    parse_vae,
+    validate_text_encoders,
+    validate_vae,
+)
 
 FORMAT_NAME = "elasticdit-checkpoint"
 FORMAT_VERSION = 1
 METADATA_KEY = "elasticdit.config"
+# Field metadata of keys added after v1's first checkpoints: written only when they differ from their default,
+# so a config that does not use them serialises byte for byte as before (demo states compare config JSON).
+LATER = {"omit_default": True}
 
 
 @dataclass(frozen=True)
@@ -34,6 +47,8 @@ class TransformerConfig:
     # returns velocity either way. A coarse ratio's token carries (patch*ratio)^2 * C values through hidden_size
     # features: the noise cannot pass such a bottleneck, the clean latent (flat, low-rank) can.
     prediction: str = "velocity"
+    # SD3.5's MMDiT-X: blocks with a second, image-only self-attention (`attn2`). Written only when set.
+    dual_attention_layers: tuple[int, ...] = field(default=(), metadata=LATER)
 
     @property
     def head_dim(self) -> int:
@@ -81,10 +96,13 @@ class TextEncoderConfig:
 
 @dataclass(frozen=True)
 class SchedulerConfig:
+    # "rectified_flow_euler": sigmas linspace(1, 0, steps + 1), shifted. "flow_match_euler": diffusers'
+    # FlowMatchEulerDiscreteScheduler (static shift), whose sigmas stop at the shift of 1/num_train_timesteps.
     kind: str = "rectified_flow_euler"
     shift: float = 3.0
     steps: int = 28
     guidance_scale: float = 7.0
+    num_train_timesteps: int = field(default=1000, metadata=LATER)
 
 
 @dataclass(frozen=True)
@@ -94,8 +112,10 @@ class ModelConfig:
     ssba: SSBAConfig
     scheduler: SchedulerConfig
     resolution: tuple[int, int] = (1024, 1024)
-    vae: VAEConfig | None = None
+    vae: VAEConfig | AutoencoderKLConfig | AutoencoderTinyConfig | None = None
     text_encoder: TextEncoderConfig | None = None
+    # a converted SD3 pipeline's CLIP (and T5) encoders; written only when set (sd3_config.py)
+    text_encoders: SD3TextConfig | None = field(default=None, metadata=LATER)
 
     @property
     def full_depth(self) -> str:
@@ -113,7 +133,7 @@ class ModelConfig:
         return lh // cell, lw // cell
 
     def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
+        out = _asdict(self)
         out["elastic"]["depths"] = {k: list(v) for k, v in self.elastic.depths.items()}
         return {"format": FORMAT_NAME, "version": FORMAT_VERSION, **_lists(out)}
 
@@ -125,6 +145,22 @@ class ModelConfig:
         return _parse_model_config(raw)
 
 
+def _asdict(obj: Any) -> Any:
+    """`dataclasses.asdict`, leaving out LATER fields at their default and sections that are None and LATER."""
+    if not dataclasses.is_dataclass(obj):
+        return obj
+    out = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if f.metadata.get("omit_default") and value == f.default:
+            continue
+        if isinstance(value, dict):
+            out[f.name] = {k: _asdict(v) for k, v in value.items()}
+        else:
+            out[f.name] = _asdict(value)
+    return out
+
+
 def _lists(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _lists(v) for k, v in value.items()}
@@ -133,54 +169,11 @@ def _lists(value: Any) -> Any:
     return value
 
 
-def _section(cls: type, raw: Any, where: str) -> Any:
-    if not isinstance(raw, dict):
-        raise ConfigParseError(f"config section '{where}' must be an object, got {type(raw).__name__}")
-    names = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - set(names))
-    if unknown:
-        raise ConfigParseError(f"config section '{where}' has unknown keys: {', '.join(unknown)}")
-    kwargs = {}
-    for name, f in names.items():
-        if name not in raw:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ConfigParseError(f"config section '{where}' lacks the required key '{name}'")
-            continue
-        kwargs[name] = _coerce(raw[name], f.type, f"{where}.{name}")
-    return cls(**kwargs)
-
-
-def _coerce(value: Any, type_name: Any, where: str) -> Any:
-    t = str(type_name)
-    if t == "bool":
-        if not isinstance(value, bool):
-            raise ConfigParseError(f"config key '{where}' must be true or false, got {value!r}")
-        return value
-    if t == "int":
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigParseError(f"config key '{where}' must be an integer, got {value!r}")
-        return value
-    if t == "float":
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigParseError(f"config key '{where}' must be a number, got {value!r}")
-        return float(value)
-    if t == "str":
-        if not isinstance(value, str):
-            raise ConfigParseError(f"config key '{where}' must be a string, got {value!r}")
-        return value
-    if t.startswith("tuple[int"):
-        if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-            raise ConfigParseError(f"config key '{where}' must be a list of integers, got {value!r}")
-        return tuple(value)
-    if t.startswith("tuple[str"):
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigParseError(f"config key '{where}' must be a list of strings")
-        return tuple(value)
-    if t.startswith("dict[str, tuple[int"):
-        if not isinstance(value, dict):
-            raise ConfigParseError(f"config key '{where}' must be an object of block lists")
-        return {str(k): _coerce(v, "tuple[int, ...]", f"{where}.{k}") for k, v in value.items()}
-    raise ConfigParseError(f"config key '{where}' has an unsupported type {t}")
+def _vae_section(raw: Any) -> Any:
+    """The T-DVAE's section, or (with a `kind`) a converted pipeline's diffusers decoder."""
+    if isinstance(raw, dict) and "kind" in raw:
+        return parse_vae(raw)
+    return _section(VAEConfig, raw, "vae")
 
 
 def _parse_model_config(raw: Any) -> ModelConfig:
@@ -196,6 +189,7 @@ def _parse_model_config(raw: Any) -> ModelConfig:
             f"checkpoint format version {version!r} is not supported (this tool reads version {FORMAT_VERSION})"
         )
     known = {"format", "version", "transformer", "elastic", "ssba", "scheduler", "resolution", "vae", "text_encoder"}
+    known.add("text_encoders")
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigParseError(f"config has unknown sections: {', '.join(unknown)}")
@@ -215,10 +209,11 @@ def _parse_model_config(raw: Any) -> ModelConfig:
         ssba=_section(SSBAConfig, raw["ssba"], "ssba"),
         scheduler=_section(SchedulerConfig, raw["scheduler"], "scheduler"),
         resolution=(resolution[0], resolution[1]),
-        vae=None if raw.get("vae") is None else _section(VAEConfig, raw["vae"], "vae"),
+        vae=None if raw.get("vae") is None else _vae_section(raw["vae"]),
         text_encoder=None
         if raw.get("text_encoder") is None
         else _section(TextEncoderConfig, raw["text_encoder"], "text_encoder"),
+        text_encoders=None if raw.get("text_encoders") is None else parse_text_encoders(raw["text_encoders"]),
     )
     validate_config(cfg)
     return cfg
@@ -249,6 +244,9 @@ def validate_config(cfg: ModelConfig) -> None:
         raise ConfigError(f"transformer.pos_embed must be 'sincos' or 'cropped', got {t.pos_embed!r}")
     if t.pos_embed == "cropped" and t.pos_embed_max_size <= 0:
         raise ConfigError("transformer.pos_embed 'cropped' needs a positive pos_embed_max_size")
+    bad = [i for i in t.dual_attention_layers if not 0 <= i < t.num_blocks]
+    if bad or len(set(t.dual_attention_layers)) != len(t.dual_attention_layers):
+        raise ConfigError(f"transformer.dual_attention_layers must be distinct blocks in 0..{t.num_blocks - 1}")
     ratios = cfg.elastic.compression_ratios
     if not ratios or any(r <= 0 for r in ratios) or len(set(ratios)) != len(ratios):
         raise ConfigError(f"elastic.compression_ratios must be distinct positive integers, got {list(ratios)}")
@@ -280,11 +278,15 @@ def validate_config(cfg: ModelConfig) -> None:
             raise ConfigError(f"ssba.shift must be 'odd_blocks' or 'none', got {s.shift!r}")
         if s.text != "global":
             raise ConfigError(f"ssba.text must be 'global', got {s.text!r}")
-    if cfg.scheduler.kind != "rectified_flow_euler":
-        raise ConfigError(f"scheduler.kind must be 'rectified_flow_euler', got {cfg.scheduler.kind!r}")
-    if cfg.scheduler.steps <= 0 or cfg.scheduler.shift <= 0:
-        raise ConfigError("scheduler steps and shift must be positive")
-    if cfg.vae is not None:
+    if cfg.scheduler.kind not in ("rectified_flow_euler", "flow_match_euler"):
+        raise ConfigError(
+            f"scheduler.kind must be 'rectified_flow_euler' or 'flow_match_euler', got {cfg.scheduler.kind!r}"
+        )
+    if cfg.scheduler.steps <= 0 or cfg.scheduler.shift <= 0 or cfg.scheduler.num_train_timesteps <= 0:
+        raise ConfigError("scheduler steps, shift and num_train_timesteps must be positive")
+    if cfg.vae is not None and not isinstance(cfg.vae, VAEConfig):
+        validate_vae(cfg.vae, t.in_channels)
+    elif cfg.vae is not None:
         v = cfg.vae
         if v.latent_channels != t.in_channels:
             raise ConfigError(f"vae.latent_channels {v.latent_channels} != transformer.in_channels {t.in_channels}")
@@ -292,6 +294,10 @@ def validate_config(cfg: ModelConfig) -> None:
             raise ConfigError(f"vae.downsample {v.downsample} must equal 2 ** wavelet_levels ({v.wavelet_levels})")
         if len(v.decoder_widths) != v.wavelet_levels:
             raise ConfigError(f"vae.decoder_widths needs one width per wavelet level ({v.wavelet_levels})")
+    if cfg.text_encoders is not None:
+        if cfg.text_encoder is not None:
+            raise ConfigError("a config holds either 'text_encoder' or 'text_encoders', not both")
+        validate_text_encoders(cfg.text_encoders, t.text_dim, t.text_len, t.pooled_dim)
     if cfg.text_encoder is not None:
         te = cfg.text_encoder
         if tuple(te.vocab[:3]) != ("<pad>", "<start>", "<unk>") or len(te.vocab) < 4:

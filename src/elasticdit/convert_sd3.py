@@ -1,7 +1,9 @@
-"""Import a diffusers `SD3Transformer2DModel.save_pretrained` folder as a v1 checkpoint (diffusers not needed).
+"""Import a diffusers SD3-family model as a v1 checkpoint (diffusers not needed).
 
-The result has compression ratio 1, the full depth plus any asked depth plans, SSBA off, the SD3 learned
-(cropped) position table, and no VAE or text encoder.
+A bare `SD3Transformer2DModel.save_pretrained` folder gives the transformer alone; a whole
+`StableDiffusion3Pipeline.save_pretrained` folder (with model_index.json) adds the VAE decoder, the text encoders,
+their tokenizers' files and the scheduler (convert_pipeline.py). The transformer has compression ratio 1, the
+full depth plus any asked depth plans, SSBA off and SD3's learned (cropped) position table.
 """
 
 from __future__ import annotations
@@ -10,8 +12,6 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 
 from .checkpoint import save_checkpoint
 from .config import (
@@ -22,6 +22,7 @@ from .config import (
     TransformerConfig,
     validate_config,
 )
+from .convert_pipeline import convert_pipeline_parts, keep_float, read_weights
 from .errors import CheckpointError, ConfigError, DepthPlanError, UnsupportedModelError
 
 SD3_TEXT_LEN = 333  # 77 CLIP tokens + 256 T5 tokens in SD3's joint text sequence
@@ -61,10 +62,6 @@ def sd3_config(raw: dict, depths: list[str], text_len: int) -> ModelConfig:
     unknown = sorted(k for k in raw if not k.startswith("_") and k not in SUPPORTED_KEYS)
     if unknown:
         raise UnsupportedModelError(f"SD3 config keys this tool cannot represent: {', '.join(unknown)}")
-    if raw.get("dual_attention_layers"):
-        raise UnsupportedModelError(
-            "SD3.5 dual-attention layers (dual_attention_layers) are not supported by the ElasticDiT block"
-        )
     qk_norm = raw.get("qk_norm")
     if qk_norm not in (None, "rms_norm"):
         raise UnsupportedModelError(f"qk_norm '{qk_norm}' is not supported (only none or rms_norm)")
@@ -96,6 +93,7 @@ def sd3_config(raw: dict, depths: list[str], text_len: int) -> ModelConfig:
             pos_embed="cropped",
             pos_embed_max_size=raw.get("pos_embed_max_size", 96),
             context_pre_only_last=True,
+            dual_attention_layers=tuple(raw.get("dual_attention_layers") or ()),
         ),
         elastic=ElasticConfig(compression_ratios=(1,), depths=plans),
         ssba=SSBAConfig(enabled=False),
@@ -106,27 +104,33 @@ def sd3_config(raw: dict, depths: list[str], text_len: int) -> ModelConfig:
     return cfg
 
 
-def _read_weights(src: Path) -> dict[str, torch.Tensor]:
-    single = src / "diffusion_pytorch_model.safetensors"
-    index = src / "diffusion_pytorch_model.safetensors.index.json"
-    try:
-        if single.is_file():
-            return load_file(single)
-        if index.is_file():
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-            tensors: dict[str, torch.Tensor] = {}
-            for shard in shards:
-                tensors.update(load_file(src / shard))
-            return tensors
-    except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"cannot read the weights in {src}: {str(exc).splitlines()[0]}") from None
-    raise CheckpointError(f"{src} holds no diffusion_pytorch_model.safetensors (only safetensors are read)")
-
-
 def convert_sd3(
-    src: str | Path, out: str | Path, depths: list[str] | None = None, text_len: int = SD3_TEXT_LEN
+    src: str | Path,
+    out: str | Path,
+    depths: list[str] | None = None,
+    text_len: int = SD3_TEXT_LEN,
+    t5: str = "drop",
+    decoder: tuple[str, Path] | None = None,
+    loras: list[str] | None = None,
 ) -> ModelConfig:
+    """Write the checkpoint; `loras` ('FILE[:SCALE]') are fused into the weights first."""
+    from .lora import fuse_loras
+
     src = Path(src)
+    pipeline = (src / "model_index.json").is_file()
+    cfg, tensors = _transformer(src / "transformer" if pipeline else src, depths or [], text_len)
+    files: dict[str, str] = {}
+    if pipeline:
+        cfg, parts, files = convert_pipeline_parts(src, cfg, t5, decoder)
+        tensors.update(parts)
+    elif decoder is not None:
+        raise CheckpointError("--decoder needs a whole pipeline folder (with model_index.json)")
+    tensors = fuse_loras(tensors, loras or [])
+    save_checkpoint(out, cfg, tensors, files)
+    return cfg
+
+
+def _transformer(src: Path, depths: list[str], text_len: int) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
     config_path = src / "config.json"
     if not config_path.is_file():
         raise CheckpointError(f"{src} has no config.json (expected a save_pretrained folder)")
@@ -136,7 +140,6 @@ def convert_sd3(
         raise ConfigError(f"{config_path} is not valid JSON: {exc.msg}") from None
     if raw.get("_class_name", "SD3Transformer2DModel") != "SD3Transformer2DModel":
         raise UnsupportedModelError(f"{src} holds a {raw['_class_name']}, not an SD3Transformer2DModel")
-    cfg = sd3_config(raw, depths or [], text_len)
-    tensors = {f"transformer.{k}": v.float() for k, v in _read_weights(src).items()}
-    save_checkpoint(out, cfg, tensors)
-    return cfg
+    cfg = sd3_config(raw, depths, text_len)
+    weights = read_weights(src, "diffusion_pytorch_model")
+    return cfg, {f"transformer.{k}": keep_float(v) for k, v in weights.items()}

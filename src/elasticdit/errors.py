@@ -33,6 +33,10 @@ class MissingTensorsError(CheckpointError):
     pass
 
 
+class MissingFilesError(CheckpointError):
+    """A stored file the config needs (a tokenizer's vocab.json, merges.txt or tokenizer.json) is absent."""
+
+
 class UnexpectedTensorsError(CheckpointError):
     pass
 

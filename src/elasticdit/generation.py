@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .errors import BundleError, ElasticDiTError, OperatingPointError
-from .model.sampler import sample
+from .model.sampler import sample, schedule_sigmas
 from .model.text_encoder import tokenize
 
 StepCallback = Callable[[int, float], None]
@@ -156,14 +156,17 @@ class CheckpointSource(Source):
         return self.denoise(prompts, noise, name, steps, guidance, on_step=on_step)
 
     @torch.no_grad()
-    def denoise(self, prompts, latent, name, steps, guidance, start_step=0, on_step=None) -> torch.Tensor:
+    def denoise(
+        self, prompts, latent, name, steps, guidance, start_step=0, on_step=None, negative_prompt: str = ""
+    ) -> torch.Tensor:
         """Images [B, 3, H, W] in [0, 1]: `latent` (scaled, at the schedule's `start_step`-th sigma) sampled to
-        the end with point `name` and decoded."""
+        the end with point `name` and decoded; guidance pushes away from `negative_prompt`."""
         m = self.models
         encoded = [m.encode_prompt(p) for p in prompts]
         text = torch.cat([e[0] for e in encoded])
         pooled = torch.cat([e[1] for e in encoded])
-        u_text, u_pooled = m.encode_prompt("")
+        u_text, u_pooled = m.encode_prompt(negative_prompt)
+        sched = self.cfg.scheduler
         b = len(prompts)
         latent = sample(
             self._net(name),
@@ -177,6 +180,7 @@ class CheckpointSource(Source):
             u_pooled.expand(b, -1),
             on_step=on_step,
             start_step=start_step,
+            sigmas=schedule_sigmas(sched.kind, steps, self.shift, sched.num_train_timesteps),
         )
         return m.vae.decode(m.vae.unscale(latent))
 
@@ -245,6 +249,11 @@ class BundleSource(Source):
             pooled = torch.zeros(point.input("pooled").shape[1:])[None]
         else:
             tok = entry.tokenizer
+            if tok is None:
+                raise GenerationError(
+                    f"{self.path}: the manifest does not describe the tokenizer of encode_text (SD3 text encoders "
+                    "are exported but not yet run from bundles)"
+                )
             ids = torch.tensor([tokenize(prompt, tuple(tok["vocab"]), int(tok["length"]))], dtype=torch.int64)
             text, pooled = self._run(entry, [ids])[:2]
         self._text_cache[prompt] = (text, pooled)
@@ -292,6 +301,12 @@ class BundleSource(Source):
             u_pooled,
             batched_cfg=self.cfg_batch,
             on_step=on_step,
+            sigmas=schedule_sigmas(
+                self.manifest.scheduler.get("kind", "rectified_flow_euler"),
+                steps,
+                float(self.shift),
+                int(self.manifest.scheduler.get("num_train_timesteps", 1000)),
+            ),
         )
         scale = float(self.latent.get("scaling_factor", 1.0))
         shift = float(self.latent.get("shift_factor", 0.0))

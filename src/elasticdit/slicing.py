@@ -91,7 +91,8 @@ def decode_unit(models: Models, resolution: tuple[int, int]) -> ExportUnit:
 def encode_text_unit(models: Models) -> ExportUnit:
     assert models.text_encoder is not None
     t = models.cfg.transformer
-    specs = [TensorSpec("tokens", [1, t.text_len], "int64")]
+    length = getattr(models.text_encoder, "token_count", t.text_len)  # SD3: [CLIP-L | CLIP-G (| T5)] ids
+    specs = [TensorSpec("tokens", [1, length], "int64")]
     return ExportUnit(
         method="encode_text",
         kind=MethodKind.ENCODE_TEXT,

@@ -108,7 +108,12 @@ def inspect(
 @app.command()
 @reports_errors
 def convert(
-    src: Annotated[Path, typer.Argument(help="A folder written by diffusers' SD3Transformer2DModel.save_pretrained.")],
+    src: Annotated[
+        Path,
+        typer.Argument(
+            help="A StableDiffusion3Pipeline.save_pretrained folder, or an SD3Transformer2DModel one (transformer)."
+        ),
+    ],
     output: Annotated[Path, typer.Option("-o", "--output", help="The v1 checkpoint to write (.safetensors).")],
     source_format: Annotated[str, typer.Option("--from", help="Source format.")] = "diffusers-sd3",
     depths: Annotated[
@@ -116,20 +121,38 @@ def convert(
         typer.Option("--depths", help="Extra depth plan NAME=BLOCKS, e.g. '12=0-5,18-23'; repeatable."),
     ] = None,
     text_len: Annotated[int, typer.Option(help="Joint text length the model will be fed (SD3: 77 + 256).")] = 333,
+    t5: Annotated[str, typer.Option("--t5", help="keep: convert the T5 encoder; drop: zeros in its place.")] = "drop",
+    decoder: Annotated[
+        tuple[str, Path] | None,
+        typer.Option("--decoder", help="'taesd3 DIR': an AutoencoderTiny folder as the decoder instead of the VAE's."),
+    ] = None,
+    lora: Annotated[
+        list[str] | None,
+        typer.Option("--lora", help="FILE.safetensors[:SCALE], a diffusers/PEFT LoRA to fuse in; repeatable."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Convert SD3-family transformer weights to a v1 checkpoint (ratio 1, SSBA off, no VAE)."""
+    """Convert an SD3 / SD3.5 pipeline (or transformer) to a v1 checkpoint (ratio 1, SSBA off)."""
     from ..convert_sd3 import convert_sd3
 
     if source_format != "diffusers-sd3":
         raise typer.BadParameter(f"unknown source format '{source_format}'; known: diffusers-sd3")
-    cfg = convert_sd3(src, output, depths or [], text_len)
+    cfg = convert_sd3(src, output, depths or [], text_len, t5, decoder, lora or [])
+    te = cfg.text_encoders
     summary = {
         "output": str(output),
         "blocks": cfg.transformer.num_blocks,
         "depths": {k: list(v) for k, v in cfg.elastic.depths.items()},
+        "dual_attention_layers": list(cfg.transformer.dual_attention_layers),
+        "vae": getattr(cfg.vae, "kind", None),
+        "text_encoders": None if te is None else ["clip_l", "clip_g", *(["t5"] if te.t5 else [])],
+        "loras": lora or [],
     }
     if as_json:
         print_json(summary)
     else:
-        out.print(f"wrote {output}: {cfg.transformer.num_blocks} blocks, depth plans {', '.join(cfg.elastic.depths)}")
+        parts = ", ".join(f"{k} {v}" for k, v in (("vae", summary["vae"]), ("text", summary["text_encoders"])) if v)
+        out.print(
+            f"wrote {output}: {cfg.transformer.num_blocks} blocks, depth plans {', '.join(cfg.elastic.depths)}"
+            + (f"; {parts}" if parts else "")
+        )

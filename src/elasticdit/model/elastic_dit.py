@@ -34,6 +34,7 @@ class ElasticDiT(nn.Module):
                 t.mlp_hidden,
                 t.qk_norm,
                 context_pre_only=t.context_pre_only_last and i == t.num_blocks - 1,
+                dual_attention=i in t.dual_attention_layers,
             )
             for i in range(t.num_blocks)
         )
@@ -58,6 +59,26 @@ class ElasticDiT(nn.Module):
             pattern = None
             if s.enabled:
                 pattern = compile_pattern(grid, s.tile, s.window, block_is_shifted(index, s.shift), t.text_len)
+            cores.append(make_core(kind if s.enabled else "dense", t.head_dim, pattern))
+        return cores
+
+    def image_attention_cores(
+        self, point: OperatingPoint, resolution: tuple[int, int] | None = None, kind: str = "masked"
+    ) -> list[nn.Module] | None:
+        """The cores of the image-only `attn2` of MMDiT-X blocks (the SSBA pattern without text), one per block the
+        point runs (an Identity where the block has none); None when no block the point runs has one."""
+        s, t = self.cfg.ssba, self.cfg.transformer
+        if not set(point.blocks) & set(t.dual_attention_layers):
+            return None
+        grid = self.cfg.token_grid(point.ratio, resolution)
+        cores: list[nn.Module] = []
+        for index in point.blocks:
+            if index not in t.dual_attention_layers:
+                cores.append(nn.Identity())
+                continue
+            pattern = None
+            if s.enabled:
+                pattern = compile_pattern(grid, s.tile, s.window, block_is_shifted(index, s.shift), 0)
             cores.append(make_core(kind if s.enabled else "dense", t.head_dim, pattern))
         return cores
 
@@ -103,6 +124,8 @@ class StaticElasticDiT(nn.Module):
         self.context_embedder = dit.context_embedder
         self.blocks = nn.ModuleList(dit.transformer_blocks[i] for i in point.blocks)
         self.cores = nn.ModuleList(dit.attention_cores(point, resolution, attention))
+        image_cores = dit.image_attention_cores(point, resolution, attention)
+        self.image_cores = None if image_cores is None else nn.ModuleList(image_cores)
         self.norm_out = dit.norm_out
         self.proj_out = dit.proj_out_for(point.ratio)
         self.predicts_sample = t.prediction == "sample"
@@ -116,7 +139,8 @@ class StaticElasticDiT(nn.Module):
         txt = self.context_embedder(text)
         last = len(self.blocks) - 1
         for i, (block, core) in enumerate(zip(self.blocks, self.cores, strict=True)):
-            img, txt = block(img, txt, temb, core, text_out=i < last)
+            core2 = None if self.image_cores is None else self.image_cores[i]
+            img, txt = block(img, txt, temb, core, text_out=i < last, core2=core2)
         img = self.proj_out(self.norm_out(img, temb))
         out = unpatchify(img, self.grid, self.cell, self.channels)
         if self.predicts_sample:

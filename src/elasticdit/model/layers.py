@@ -123,6 +123,30 @@ class AdaLayerNormZero(nn.Module):
         return modulate(self.norm(x), shift_msa, scale_msa), gate_msa, shift_mlp, scale_mlp, gate_mlp
 
 
+class SD35AdaLayerNormZeroX(nn.Module):
+    """MMDiT-X's norm1: AdaLayerNormZero's six vectors plus shift/scale/gate of the second attention (`attn2`)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.linear = nn.Linear(dim, 9 * dim)
+        self.norm = LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp, shift2, scale2, gate2 = split_last(
+            self.linear(F.silu(temb)), 9
+        )
+        normed = self.norm(x)
+        return (
+            modulate(normed, shift_msa, scale_msa),
+            gate_msa,
+            shift_mlp,
+            scale_mlp,
+            gate_mlp,
+            modulate(normed, shift2, scale2),
+            gate2,
+        )
+
+
 class AdaLayerNormContinuous(nn.Module):
     """Final (and SD3's last-block text) norm: scale first, then shift, as diffusers orders them."""
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..config import ModelConfig
+from ..config import ModelConfig, VAEConfig
 from .elastic_dit import ElasticDiT
 from .tdvae import TDVAE
 from .text_encoder import TextEncoder
@@ -53,12 +53,18 @@ def build_models(cfg: ModelConfig, device: str | torch.device = "cpu") -> Models
         text_encoder = None
         if cfg.text_encoder is not None:
             text_encoder = TextEncoder(cfg.text_encoder, t.text_len, t.text_dim, t.pooled_dim)
-        return Models(
-            cfg=cfg,
-            transformer=ElasticDiT(cfg),
-            vae=TDVAE(cfg.vae) if cfg.vae is not None else None,
-            text_encoder=text_encoder,
-        )
+        elif cfg.text_encoders is not None:
+            from .sd3_text import SD3TextEncoders
+
+            text_encoder = SD3TextEncoders(cfg.text_encoders, t.text_dim)
+        vae = None
+        if isinstance(cfg.vae, VAEConfig):
+            vae = TDVAE(cfg.vae)
+        elif cfg.vae is not None:
+            from .diffusers_vae import DiffusersVAE
+
+            vae = DiffusersVAE(cfg.vae)
+        return Models(cfg=cfg, transformer=ElasticDiT(cfg), vae=vae, text_encoder=text_encoder)
 
 
 def expected_tensors(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:

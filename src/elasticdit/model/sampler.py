@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 
 Denoise = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -17,6 +18,28 @@ def shifted_sigmas(steps: int, shift: float) -> torch.Tensor:
     """steps + 1 sigmas from 1 down to 0, warped by SD3's shift: s' = shift*s / (1 + (shift-1)*s)."""
     s = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
     return (shift * s / (1 + (shift - 1) * s)).float()
+
+
+def flow_match_sigmas(steps: int, shift: float, num_train_timesteps: int = 1000) -> torch.Tensor:
+    """diffusers' `FlowMatchEulerDiscreteScheduler(shift=shift).set_timesteps(steps)` sigmas, bit for bit (static
+    shift): `steps` points evenly spaced from the shifted train table's first sigma (1) to its last (the shift of
+    1 / num_train_timesteps), shifted once more, then 0. Computed with the same float32/float64 ops diffusers uses."""
+    n = num_train_timesteps
+    ends = torch.tensor([float(n), 1.0], dtype=torch.float32) / n
+    ends = shift * ends / (1 + (shift - 1) * ends)
+    sigma_max, sigma_min = ends[0].item(), ends[1].item()
+    s = np.linspace(sigma_max * n, sigma_min * n, steps) / n
+    s = shift * s / (1 + (shift - 1) * s)
+    return torch.cat([torch.from_numpy(s).to(torch.float32), torch.zeros(1)])
+
+
+def schedule_sigmas(kind: str, steps: int, shift: float, num_train_timesteps: int = 1000) -> torch.Tensor:
+    """steps + 1 sigmas of a checkpoint's scheduler kind (config `scheduler.kind`)."""
+    if kind == "flow_match_euler":
+        return flow_match_sigmas(steps, shift, num_train_timesteps)
+    if kind == "rectified_flow_euler":
+        return shifted_sigmas(steps, shift)
+    raise ValueError(f"unknown scheduler kind {kind!r}")
 
 
 def sample(
@@ -32,11 +55,13 @@ def sample(
     batched_cfg: bool = True,
     on_step: Callable[[int, float], None] | None = None,
     start_step: int = 0,
+    sigmas: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The clean latent for `noise` [B, C, h, w]; with guidance > 1 the unconditional text is required.
 
     batched_cfg runs the conditional and unconditional passes as one batch of 2B (as a CFG bundle does);
-    otherwise as two calls of batch B. With start_step k, `noise` is a latent already at the schedule's k-th
+    otherwise as two calls of batch B. `sigmas` (steps + 1 values, e.g. `schedule_sigmas`) replaces the default
+    schedule `shifted_sigmas(steps, shift)`. With start_step k, `noise` is a latent already at the schedule's k-th
     sigma (e.g. an image noised to it) and only the remaining steps run.
     """
     cfg = guidance != 1.0
@@ -44,7 +69,10 @@ def sample(
         raise ValueError("classifier-free guidance needs the unconditional text and pooled embeddings")
     if not 0 <= start_step < steps:
         raise ValueError(f"start_step must be in [0, {steps}), got {start_step}")
-    sigmas = shifted_sigmas(steps, shift)
+    if sigmas is None:
+        sigmas = shifted_sigmas(steps, shift)
+    elif sigmas.shape != (steps + 1,):
+        raise ValueError(f"sigmas must hold steps + 1 = {steps + 1} values, got {tuple(sigmas.shape)}")
     x = noise
     for i in range(start_step, steps):
         sigma = sigmas[i].expand(x.shape[0]).to(x.dtype)
