@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-SAMPLE = '''
+SAMPLE = """
 import pytest
 
 def test_needs_a_service():
@@ -16,7 +16,7 @@ def test_needs_a_service():
 @pytest.mark.host_specific("Core ML runs only on macOS")
 def test_needs_macos():
     pytest.skip("not macOS")
-'''
+"""
 
 
 def run(tmp_path: Path, ci: bool) -> subprocess.CompletedProcess:

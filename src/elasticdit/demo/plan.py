@@ -139,5 +139,3 @@ class TrainPlan:
             late_sandwich=None,
             late_pick_weights={},
         )
-
-
