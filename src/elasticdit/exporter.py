@@ -9,6 +9,7 @@ from typing import Any
 
 from . import __version__
 from .bundle.manifest import Manifest, MethodEntry, PointEntry, TextEncoderEntry
+from .bundle.tokenizers import sd3_tokenizer
 from .bundle.writer import BundleWriter
 from .checkpoint import Checkpoint, load_checkpoint
 from .inspection import count_cost, ssba_stats
@@ -58,6 +59,18 @@ def point_entry(ck: Checkpoint, unit: ExportUnit, resolution: tuple[int, int]) -
     )
 
 
+def text_tokenizer(ck: Checkpoint, units: list[ExportUnit]) -> tuple[dict[str, Any] | None, dict[str, str]]:
+    """encode_text's tokenizer for the manifest and the bundle files it names (docs/design.md, "Manifest")."""
+    cfg = ck.cfg
+    if not any(u.kind == MethodKind.ENCODE_TEXT for u in units):
+        return None, {}
+    if cfg.text_encoders is not None:
+        return sd3_tokenizer(cfg.text_encoders, ck.files, with_t5=cfg.text_encoders.t5 is not None)
+    te = cfg.text_encoder
+    assert te is not None
+    return {"kind": "words", "vocab": list(te.vocab), "length": cfg.transformer.text_len}, {}
+
+
 def build_manifest(
     req: ExportRequest,
     ck: Checkpoint,
@@ -67,6 +80,7 @@ def build_manifest(
     entries: list[PointEntry],
     units: list[ExportUnit],
     artifacts: list[Artifact],
+    tokenizer: dict[str, Any] | None = None,
 ) -> Manifest:
     cfg = ck.cfg
     by_method = {a.method: a for a in artifacts}
@@ -79,7 +93,6 @@ def build_manifest(
         a = by_method[unit.method]
         return {"kind": kind, "method": unit.method, "file": a.file, "inputs": a.inputs, "outputs": a.outputs}
 
-    te = cfg.text_encoder
     decoder, text_encoder = entry(MethodKind.DECODE), entry(MethodKind.ENCODE_TEXT)
     return Manifest(
         target=req.target,
@@ -108,9 +121,7 @@ def build_manifest(
         text_encoder=(
             TextEncoderEntry(
                 **{k: v for k, v in text_encoder.items() if k != "kind"},
-                tokenizer={"kind": "words", "vocab": list(te.vocab), "length": cfg.transformer.text_len}
-                if te
-                else None,
+                tokenizer=tokenizer,
             )
             if text_encoder
             else None
@@ -142,7 +153,11 @@ def export_bundle(req: ExportRequest) -> dict[str, Any]:
         lowered = lower(models, units, recipe, target.formulation, calibration, report)
         artifacts = target.write(lowered, recipe, writer.root, report)
         report.stage("writing the manifest")
-        manifest = build_manifest(req, ck, recipe, resolution, points, entries, units, artifacts)
+        tokenizer, tokenizer_files = text_tokenizer(ck, units)
+        for rel, text in tokenizer_files.items():
+            writer.path(rel).parent.mkdir(parents=True, exist_ok=True)
+            writer.path(rel).write_text(text, encoding="utf-8")
+        manifest = build_manifest(req, ck, recipe, resolution, points, entries, units, artifacts, tokenizer)
         written = writer.finish(manifest.to_dict())
         report.advance()
     return {

@@ -20,7 +20,7 @@ import torch
 
 from .errors import BundleError, ElasticDiTError, OperatingPointError
 from .model.sampler import sample, schedule_sigmas
-from .model.text_encoder import tokenize
+from .noise_file import check_noise_shape, read_noise
 
 StepCallback = Callable[[int, float], None]
 
@@ -83,8 +83,9 @@ class Source:
         guidance: float | None = None,
         seed: int = 0,
         on_step: StepCallback | None = None,
+        noise: torch.Tensor | None = None,
     ) -> np.ndarray:
-        """uint8 [H, W, 3]."""
+        """uint8 [H, W, 3]; `noise` (the initial latent, [1, C, h, w]) in place of the seed's."""
         raise NotImplementedError
 
     def generate_many(
@@ -184,10 +185,14 @@ class CheckpointSource(Source):
         )
         return m.vae.decode(m.vae.unscale(latent))
 
-    def generate(self, prompt, op=None, steps=None, guidance=None, seed=0, on_step=None) -> np.ndarray:
+    def generate(self, prompt, op=None, steps=None, guidance=None, seed=0, on_step=None, noise=None) -> np.ndarray:
         point = self.point(op)
         steps, guidance = self.settings(steps, guidance)
-        return to_uint8(self._sample([prompt], [seed], point.name, steps, guidance, on_step))
+        if noise is None:
+            return to_uint8(self._sample([prompt], [seed], point.name, steps, guidance, on_step))
+        shape = (1, self.cfg.transformer.in_channels, *self.cfg.latent_size())
+        latent = check_noise_shape(noise, shape).clone()
+        return to_uint8(self.denoise([prompt], latent, point.name, steps, guidance, on_step=on_step))
 
     def generate_many(self, prompts, seeds, op=None, steps=None, guidance=None, on_image=None, batch: int = 16):
         """Batched (the reference is not shape-static); each image matches `generate` to float rounding."""
@@ -232,9 +237,21 @@ class BundleSource(Source):
             )
         self.runner = opened.target.host_runner(self.path, doc, threads)
         self._text_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._tokenize: Callable[[str], list[int]] | None = None
 
     def _run(self, entry: Any, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
         return self.runner.run(entry, inputs)
+
+    def _tokenizer(self) -> Callable[[str], list[int]]:
+        if self._tokenize is None:
+            from .bundle.tokenizers import load_tokenizer
+
+            entry = self.manifest.text_encoder
+            assert entry is not None
+            if entry.tokenizer is None:
+                raise GenerationError(f"{self.path}: the manifest does not describe the tokenizer of encode_text")
+            self._tokenize = load_tokenizer(entry.tokenizer, self.path, self.manifest.files)
+        return self._tokenize
 
     def _encode(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
         """text [1, L, Dt], pooled [1, Dp] from the bundle's encode_text method."""
@@ -248,13 +265,7 @@ class BundleSource(Source):
             text = torch.zeros(point.input("text").shape[1:])[None]
             pooled = torch.zeros(point.input("pooled").shape[1:])[None]
         else:
-            tok = entry.tokenizer
-            if tok is None:
-                raise GenerationError(
-                    f"{self.path}: the manifest does not describe the tokenizer of encode_text (SD3 text encoders "
-                    "are exported but not yet run from bundles)"
-                )
-            ids = torch.tensor([tokenize(prompt, tuple(tok["vocab"]), int(tok["length"]))], dtype=torch.int64)
+            ids = torch.tensor([self._tokenizer()(prompt)], dtype=torch.int64)
             text, pooled = self._run(entry, [ids])[:2]
         self._text_cache[prompt] = (text, pooled)
         return text, pooled
@@ -280,7 +291,7 @@ class BundleSource(Source):
         return call
 
     @torch.no_grad()
-    def generate(self, prompt, op=None, steps=None, guidance=None, seed=0, on_step=None) -> np.ndarray:
+    def generate(self, prompt, op=None, steps=None, guidance=None, seed=0, on_step=None, noise=None) -> np.ndarray:
         point = self.point(op)
         steps, guidance = self.settings(steps, guidance)
         entry = self._entries[point.name]
@@ -291,7 +302,7 @@ class BundleSource(Source):
         denoise = self._denoise(entry)
         latent = sample(
             denoise,
-            noise_for(seed, shape),
+            noise_for(seed, shape) if noise is None else check_noise_shape(noise, shape).clone(),
             text,
             pooled,
             steps,
@@ -338,12 +349,14 @@ def generate_image(
     seed: int = 0,
     threads: int | None = None,
     on_step: StepCallback | None = None,
+    noise: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Generate one PNG; returns a summary of what ran."""
+    """Generate one PNG; returns a summary of what ran. `noise`: a noise file (`noise_file.py`) instead of the seed."""
     src = source if isinstance(source, Source) else open_source(source, threads)
     point = src.point(op)
     used_steps, used_guidance = src.settings(steps, guidance)
-    image = src.generate(prompt, point.name, used_steps, used_guidance, seed, on_step)
+    initial = read_noise(noise) if noise is not None else None
+    image = src.generate(prompt, point.name, used_steps, used_guidance, seed, on_step, initial)
     path = save_png(image, output)
     return {
         "output": str(path),
@@ -354,6 +367,7 @@ def generate_image(
         "gflops": point.gflops,
         "steps": used_steps,
         "guidance": used_guidance,
-        "seed": seed,
+        "seed": None if noise is not None else seed,
+        "noise": None if noise is None else str(noise),
         "resolution": list(src.resolution),
     }

@@ -46,6 +46,21 @@ def method_entries(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return [*doc["operating_points"], *(doc[k] for k in ("decoder", "text_encoder") if doc.get(k))]
 
 
+TOKENIZER_FILE_KEYS = ("vocab", "merges", "file")  # the keys of a concat tokenizer's part that name bundle files
+
+
+def tokenizer_paths(doc: dict[str, Any]) -> list[Any]:
+    """Every bundle file the text encoder's tokenizer names (unchecked values: `check_paths` confines them)."""
+    te = doc.get("text_encoder")
+    tokenizer = te.get("tokenizer") if isinstance(te, dict) else None
+    if not isinstance(tokenizer, dict) or tokenizer.get("kind") != "concat":
+        return []
+    parts = tokenizer.get("parts")
+    if not isinstance(parts, list):
+        return [None]
+    return [p.get(k) if isinstance(p, dict) else None for p in parts for k in TOKENIZER_FILE_KEYS if k in p]
+
+
 def _confined(bundle: Path, rel: Any, what: str) -> str:
     """`rel` as a path inside the bundle: relative, normalized, no '..', resolving (symbolic links followed)
     to a place inside the bundle folder; otherwise a `BundlePathError` naming it."""
@@ -73,6 +88,9 @@ def check_paths(bundle: str | Path, doc: dict[str, Any]) -> None:
         listed.add(_confined(bundle, entry.get("path"), "listed file"))
         if not isinstance(entry.get("sha256"), str) or not isinstance(entry.get("bytes"), int):
             raise BundlePathError(f"{bundle}: the entry of {entry['path']} lacks its sha256 or size")
+    for rel in tokenizer_paths(doc):
+        if _confined(bundle, rel, "tokenizer file") not in listed:
+            raise BundlePathError(f"the tokenizer reads {rel!r}, which the manifest's hashed file list does not hold")
     for entry in method_entries(doc):
         file = _confined(bundle, entry.get("file"), f"method {entry.get('method')!r} file")
         if file not in listed and not any(p.startswith(file + "/") for p in listed):

@@ -39,6 +39,13 @@ def generate(
         ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Noise seed: the same seed gives the same image.")] = 0,
+    noise: Annotated[
+        Path | None,
+        typer.Option(
+            help="The initial latent instead of the seed's: a float32 .npy or one-tensor .safetensors [1, C, h, w].",
+            show_default=False,
+        ),
+    ] = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads for a bundle's runtime.", show_default=False)] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -50,14 +57,17 @@ def generate(
     total, _ = src.settings(steps, cfg)
     with reporter(total) as report:
         report.stage(f"denoising ({src.kind})")
-        summary = generate_image(src, prompt, output, op, steps, cfg, seed, on_step=lambda i, s: report.advance())
+        summary = generate_image(
+            src, prompt, output, op, steps, cfg, seed, on_step=lambda i, s: report.advance(), noise=noise
+        )
     if as_json:
         print_json(summary)
         return
+    start = f"noise {summary['noise']}" if noise else f"seed {summary['seed']}"
     out.print(
         f"wrote {summary['output']}: {summary['prompt']!r} at {summary['operating_point']} "
         f"({summary['gflops']:.3f} GFLOPs/step), {summary['steps']} steps, cfg {summary['guidance']:g}, "
-        f"seed {summary['seed']} ({summary['kind']})",
+        f"{start} ({summary['kind']})",
         highlight=False,
         soft_wrap=True,
     )
