@@ -198,7 +198,7 @@ def main() -> None:
     ckpt = load_checkpoint(args.checkpoint or demo_checkpoint_path())
     models = ckpt.models()
     points = select(ckpt.cfg, [])
-    units = export_units(models, points, ckpt.cfg.resolution, "masked")
+    units = export_units(models, points, [ckpt.cfg.resolution], "masked")
     console.log(f"{ckpt.path.name}: {len(points)} operating points, {len(units)} methods")
     with tempfile.TemporaryDirectory(prefix="elasticdit-bench-") as tmp:
         ios_sizes, ios_seconds = coreml(units, Path(tmp) / "ios")

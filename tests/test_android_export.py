@@ -104,7 +104,7 @@ def test_failure_midway_leaves_dir_untouched(bundle, tiny_ckpt, monkeypatch):
     ("args", "words"),
     [
         (["--ops", "r3_d4"], "unknown operating point 'r3_d4'; valid: r1_d4, r1_d2, r2_d4, r2_d2"),
-        (["--resolution", "96", "96"], "SSBA tile 2 does not divide"),
+        (["--resolution", "96x96"], "SSBA tile 2 does not divide"),
         (["--recipe", "android-fp64"], "unknown recipe 'android-fp64'"),
         (["--recipe", "ios-fp16"], "recipe 'ios-fp16' is for target ios, not android"),
     ],

@@ -213,3 +213,78 @@ def test_noise_file_equals_the_seed_it_was_drawn_from(sd3, tmp_path):
         assert result.exit_code == 0, result.output
         images.append(out.read_bytes())
     assert images[0] == images[1]
+
+
+@pytest.fixture(scope="module")
+def multi_bundle(sd3):
+    _, ck, root = sd3
+    return _export(ck, root / "onnx-multi", "onnx", "--resolution", "64x64", "--resolution", "64x96")
+
+
+def test_several_resolutions_in_one_bundle(sd3, onnx_bundle, multi_bundle, tmp_path):
+    """A method per (point, resolution), weights once, and each resolution's image equal to the pipeline's."""
+    from PIL import Image
+
+    from elasticdit.bundle.reader import read_bundle
+
+    pipe, _, _ = sd3
+    m = read_bundle(multi_bundle).manifest
+    doc = json.loads((multi_bundle / "manifest.json").read_text())
+    assert doc["resolution"] == [64, 64] and doc["resolutions"] == [[64, 64], [64, 96]]
+    assert [(p["method"], p["resolution"]) for p in doc["operating_points"]] == [
+        ("denoise_r1_d3", [64, 64]),
+        ("denoise_r1_d3_64x96", [64, 96]),
+    ]
+    assert (doc["decoder"]["method"], doc["decoder"]["resolution"]) == ("decode", [64, 64])
+    assert [(d["method"], d["resolution"]) for d in doc["decoders"]] == [("decode_64x96", [64, 96])]
+    assert m.point("r1_d3", (64, 96)).input("latent").shape == [1, 16, 8, 12]
+    assert m.decoder_at((64, 96)).outputs[0].shape == [1, 3, 64, 96]
+    single = json.loads((onnx_bundle / "manifest.json").read_text())
+    assert single["resolutions"] == [[64, 64]] and "decoders" not in single
+    sizes = [
+        {f["path"]: f["bytes"] for f in json.loads((d / "manifest.json").read_text())["files"]}
+        for d in (onnx_bundle, multi_bundle)
+    ]
+    print(f"weights.bin: one resolution {sizes[0]['weights.bin']} B, two {sizes[1]['weights.bin']} B")
+    assert sizes[1]["weights.bin"] <= 1.05 * sizes[0]["weights.bin"]  # weights stored once
+    noise = torch.randn(1, 16, 8, 12, generator=torch.Generator().manual_seed(13))
+    np.save(tmp_path / "wide.npy", noise.numpy())
+    ref = pipe(
+        "a red cat",
+        num_inference_steps=STEPS,
+        guidance_scale=4.0,
+        latents=noise.clone(),
+        output_type="np",
+        height=64,
+        width=96,
+    ).images[0]
+    out = tmp_path / "wide.png"
+    args = ["generate", str(multi_bundle), "-p", "a red cat", "--noise", str(tmp_path / "wide.npy"), "-o", str(out)]
+    result = runner.invoke(app, [*args, "--resolution", "64x96", "--cfg", "4", *SETTINGS])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["resolution"] == [64, 96]
+    ours = np.asarray(Image.open(out), dtype=np.float64) / 255.0
+    print(f"PSNR 64x96 bundle vs diffusers: {psnr(ours, ref):.1f} dB")
+    assert ours.shape == (64, 96, 3) and psnr(ours, ref) >= 40.0
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["export", "--resolution", "64by96"], "is not HEIGHTxWIDTH"),
+        (["export", "--resolution", "64x64", "--resolution", "64x64"], "given twice"),
+        (["export", "--resolution", "64x64", "--resolution", "64x100"], "not a multiple"),
+        (["generate", "--resolution", "96x96"], "has no methods for 96x96"),
+    ],
+)
+def test_bad_resolutions_are_named_errors(sd3, multi_bundle, tmp_path, args, words):
+    _, ck, _ = sd3
+    out = tmp_path / "out"
+    if args[0] == "export":
+        cmd = ["export", str(ck), "--target", "onnx", "-o", str(out), *args[1:]]
+    else:
+        cmd = ["generate", str(multi_bundle), "-p", "a", "-o", str(out) + ".png", *args[1:]]
+    result = runner.invoke(app, cmd)
+    assert result.exit_code == 1 and result.stderr.startswith("error:"), result.output
+    assert words in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists() and not (tmp_path / "out.png").exists()

@@ -12,6 +12,7 @@ from .bundle.manifest import Manifest, MethodEntry, PointEntry, TextEncoderEntry
 from .bundle.tokenizers import sd3_tokenizer
 from .bundle.writer import BundleWriter
 from .checkpoint import Checkpoint, load_checkpoint
+from .errors import ExportError
 from .inspection import count_cost, ssba_stats
 from .lowering import lower
 from .operating_points import OperatingPoint, full_point, select
@@ -31,16 +32,17 @@ class ExportRequest:
     recipe: str | None = None
     ops: list[str] | None = None
     resolution: tuple[int, int] | None = None
+    resolutions: list[tuple[int, int]] | None = None  # several, the first the default (wins over `resolution`)
     cfg_batch: bool = False
     force: bool = False
     progress: bool | None = None
 
 
-def point_entry(ck: Checkpoint, unit: ExportUnit, resolution: tuple[int, int]) -> PointEntry:
+def point_entry(ck: Checkpoint, unit: ExportUnit) -> PointEntry:
     """A denoise method's manifest entry, its cost counted on the float module (batch 1); the file and the
     signature are the artifact's (`with_artifact`)."""
-    point = unit.point
-    assert point is not None
+    point, resolution = unit.point, unit.resolution
+    assert point is not None and resolution is not None
     stats = ssba_stats(ck.cfg, point, resolution)
     _, gflops = count_cost(unit.module, tuple(t[:1] for t in unit.example_inputs))
     return PointEntry(
@@ -56,6 +58,7 @@ def point_entry(ck: Checkpoint, unit: ExportUnit, resolution: tuple[int, int]) -
         gflops=round(gflops, 6),
         ssba_sparsity=round(stats.joint_sparsity, 6) if stats else 0.0,
         ssba_image_sparsity=round(stats.image_sparsity, 6) if stats else 0.0,
+        resolution=resolution,
     )
 
 
@@ -75,7 +78,7 @@ def build_manifest(
     req: ExportRequest,
     ck: Checkpoint,
     recipe: Recipe,
-    resolution: tuple[int, int],
+    resolutions: list[tuple[int, int]],
     points: list[OperatingPoint],
     entries: list[PointEntry],
     units: list[ExportUnit],
@@ -83,23 +86,23 @@ def build_manifest(
     tokenizer: dict[str, Any] | None = None,
 ) -> Manifest:
     cfg = ck.cfg
+    resolution = resolutions[0]
     by_method = {a.method: a for a in artifacts}
-    by_kind = {u.kind: u for u in units}
 
-    def entry(kind: MethodKind) -> dict[str, Any] | None:
-        unit = by_kind.get(kind)
-        if unit is None:
-            return None
+    def entry(unit: ExportUnit) -> dict[str, Any]:
         a = by_method[unit.method]
-        return {"kind": kind, "method": unit.method, "file": a.file, "inputs": a.inputs, "outputs": a.outputs}
+        doc = {"kind": unit.kind, "method": unit.method, "file": a.file, "inputs": a.inputs, "outputs": a.outputs}
+        return doc if unit.kind == MethodKind.ENCODE_TEXT else {**doc, "resolution": unit.resolution}
 
-    decoder, text_encoder = entry(MethodKind.DECODE), entry(MethodKind.ENCODE_TEXT)
+    decoders = [MethodEntry(**entry(u)) for u in units if u.kind == MethodKind.DECODE]
+    text_encoder = next((entry(u) for u in units if u.kind == MethodKind.ENCODE_TEXT), None)
     return Manifest(
         target=req.target,
         tool_version=__version__,
         checkpoint_sha256=ck.sha256,
         recipe=recipe,
         resolution=resolution,
+        resolutions=list(resolutions),
         scheduler={
             "kind": cfg.scheduler.kind,
             "shift": cfg.scheduler.shift,
@@ -117,7 +120,8 @@ def build_manifest(
         operating_points=[
             replace(e, file=a.file, inputs=a.inputs, outputs=a.outputs) for e in entries for a in [by_method[e.method]]
         ],
-        decoder=MethodEntry(**decoder) if decoder else None,
+        decoder=decoders[0] if decoders else None,
+        decoders=decoders[1:],
         text_encoder=(
             TextEncoderEntry(
                 **{k: v for k, v in text_encoder.items() if k != "kind"},
@@ -130,26 +134,40 @@ def build_manifest(
     )
 
 
+def check_resolutions(ck: Checkpoint, resolutions: list[tuple[int, int]]) -> None:
+    """Each resolution suits the model (`check_resolution`: the grid rules, SD3's position table), none twice."""
+    from .config import check_resolution
+
+    seen: set[tuple[int, int]] = set()
+    for h, w in resolutions:
+        if (h, w) in seen:
+            raise ExportError(f"resolution {h}x{w} is given twice")
+        seen.add((h, w))
+        check_resolution(ck.cfg, (h, w))
+
+
 def export_bundle(req: ExportRequest) -> dict[str, Any]:
     """Write the bundle; returns a summary (bundle path, files, per-operating-point status)."""
     silence_library_noise()
     target = get_target(req.target)
     recipe = load_recipe(req.recipe, target, TARGETS)
-    ck = load_checkpoint(req.checkpoint, req.resolution)
-    resolution = req.resolution or ck.cfg.resolution
+    resolutions = list(req.resolutions or ([req.resolution] if req.resolution else []))
+    ck = load_checkpoint(req.checkpoint, resolutions[0] if resolutions else None)
+    resolutions = resolutions or [ck.cfg.resolution]
+    check_resolutions(ck, resolutions)
     points = select(ck.cfg, req.ops or list(recipe.operating_points))
     models = ck.models()
     batch = 2 if req.cfg_batch else 1
-    units = export_units(models, points, resolution, recipe.attention, batch)  # float: costs and calibration
+    units = export_units(models, points, resolutions, recipe.attention, batch)  # float: costs and calibration
 
     def calibration(unit: ExportUnit) -> list[tuple]:
         from .calibration import denoise_samples
 
-        assert unit.point is not None
-        return denoise_samples(models, unit.point, resolution, recipe.calibration_samples, batch)
+        assert unit.point is not None and unit.resolution is not None
+        return denoise_samples(models, unit.point, unit.resolution, recipe.calibration_samples, batch)
 
     with BundleWriter(req.output, req.force) as writer, reporter(len(units) + 2, req.progress) as report:
-        entries = [point_entry(ck, u, resolution) for u in units if u.kind == MethodKind.DENOISE]  # before lowering
+        entries = [point_entry(ck, u) for u in units if u.kind == MethodKind.DENOISE]  # before lowering
         lowered = lower(models, units, recipe, target.formulation, calibration, report)
         artifacts = target.write(lowered, recipe, writer.root, report)
         report.stage("writing the manifest")
@@ -157,7 +175,7 @@ def export_bundle(req: ExportRequest) -> dict[str, Any]:
         for rel, text in tokenizer_files.items():
             writer.path(rel).parent.mkdir(parents=True, exist_ok=True)
             writer.path(rel).write_text(text, encoding="utf-8")
-        manifest = build_manifest(req, ck, recipe, resolution, points, entries, units, artifacts, tokenizer)
+        manifest = build_manifest(req, ck, recipe, resolutions, points, entries, units, artifacts, tokenizer)
         written = writer.finish(manifest.to_dict())
         report.advance()
     return {

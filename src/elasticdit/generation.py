@@ -122,37 +122,38 @@ class CheckpointSource(Source):
 
     kind = "checkpoint"
 
-    def __init__(self, path: str | Path, attention: str = "masked"):
+    def __init__(self, path: str | Path, attention: str = "masked", resolution: tuple[int, int] | None = None):
         from .checkpoint import load_checkpoint
         from .inspection import _example_inputs, count_cost
         from .operating_points import full_point, operating_points
 
-        ck = load_checkpoint(path)
+        ck = load_checkpoint(path, resolution)
         self.path, self.attention = Path(path), attention
         self.models = ck.models()
         cfg = self.cfg = ck.cfg
         if self.models.vae is None:
             raise GenerationError(f"{path} has no VAE decoder, so it cannot make images")
-        self.resolution = cfg.resolution
+        self.resolution = resolution or cfg.resolution
         self.steps, self.guidance, self.shift = cfg.scheduler.steps, cfg.scheduler.guidance_scale, cfg.scheduler.shift
         self._points = {p.name: p for p in operating_points(cfg)}
-        inputs = _example_inputs(cfg, cfg.resolution, "cpu")
+        inputs = _example_inputs(cfg, self.resolution, "cpu")
         self.points = []
         for p in self._points.values():
-            _, gflops = count_cost(self.models.transformer.operating_point(p, attention="masked"), inputs)
+            _, gflops = count_cost(self.models.transformer.operating_point(p, self.resolution, "masked"), inputs)
             self.points.append(PointInfo(p.name, gflops, p.ratio, p.depth))
         self.default_point = full_point(cfg).name
         self._nets: dict[str, torch.nn.Module] = {}
 
     def _net(self, name: str) -> torch.nn.Module:
         if name not in self._nets:
-            self._nets[name] = self.models.transformer.operating_point(self._points[name], attention=self.attention)
+            point = self._points[name]
+            self._nets[name] = self.models.transformer.operating_point(point, self.resolution, self.attention)
         return self._nets[name]
 
     @torch.no_grad()
     def _sample(self, prompts, seeds, name, steps, guidance, on_step=None) -> torch.Tensor:
         cfg = self.cfg
-        lh, lw = cfg.latent_size()
+        lh, lw = cfg.latent_size(self.resolution)
         noise = torch.cat([noise_for(s, (1, cfg.transformer.in_channels, lh, lw)) for s in seeds])
         return self.denoise(prompts, noise, name, steps, guidance, on_step=on_step)
 
@@ -190,7 +191,7 @@ class CheckpointSource(Source):
         steps, guidance = self.settings(steps, guidance)
         if noise is None:
             return to_uint8(self._sample([prompt], [seed], point.name, steps, guidance, on_step))
-        shape = (1, self.cfg.transformer.in_channels, *self.cfg.latent_size())
+        shape = (1, self.cfg.transformer.in_channels, *self.cfg.latent_size(self.resolution))
         latent = check_noise_shape(noise, shape).clone()
         return to_uint8(self.denoise([prompt], latent, point.name, steps, guidance, on_step=on_step))
 
@@ -214,22 +215,28 @@ class CheckpointSource(Source):
 class BundleSource(Source):
     """A bundle run through its methods only, as an app would: everything it needs comes from the manifest."""
 
-    def __init__(self, path: str | Path, threads: int | None = None):
+    def __init__(self, path: str | Path, threads: int | None = None, resolution: tuple[int, int] | None = None):
+        """`resolution`: one of the bundle's `resolutions` (default: its first)."""
         from .bundle.reader import read_bundle
 
         opened = read_bundle(path, check=False)
         self.path, self.manifest = opened.path, opened.manifest
         doc = self.manifest
         self.kind = doc.target
-        if doc.decoder is None:
+        try:
+            points, decoder = doc.points_at(resolution), doc.decoder_at(resolution)
+        except BundleError as exc:
+            raise GenerationError(f"{self.path}: {exc}") from None
+        if decoder is None:
             raise GenerationError(f"{self.path} has no decode method, so it cannot make images")
-        self.resolution = tuple(doc.resolution)
+        self.decoder = decoder
+        self.resolution = resolution or doc.resolution
         sched = doc.scheduler
         self.steps, self.guidance, self.shift = int(sched["steps"]), float(sched["guidance_scale"]), sched["shift"]
         self.latent = doc.latent
         self.cfg_batch = doc.cfg_batch
-        self._entries = {p.name: p for p in doc.operating_points}
-        self.points = [PointInfo(p.name, p.gflops, p.compression_ratio, p.depth) for p in doc.operating_points]
+        self._entries = {p.name: p for p in points}
+        self.points = [PointInfo(p.name, p.gflops, p.compression_ratio, p.depth) for p in points]
         self.default_point = doc.default_operating_point or self.points[0].name
         if not opened.target.runs_without_checkpoint:
             raise GenerationError(
@@ -321,22 +328,25 @@ class BundleSource(Source):
         )
         scale = float(self.latent.get("scaling_factor", 1.0))
         shift = float(self.latent.get("shift_factor", 0.0))
-        image = self._run(self.manifest.decoder, [latent / scale + shift])[0]
+        image = self._run(self.decoder, [latent / scale + shift])[0]
         return to_uint8(image)
 
 
-def open_source(path: str | Path | None = None, threads: int | None = None) -> Source:
-    """A bundle folder or a checkpoint file (default: the demo checkpoint)."""
+def open_source(
+    path: str | Path | None = None, threads: int | None = None, resolution: tuple[int, int] | None = None
+) -> Source:
+    """A bundle folder or a checkpoint file (default: the demo checkpoint), sampling at `resolution` (default: the
+    bundle's or the checkpoint's own)."""
     if path is None:
         from .demo_checkpoint import demo_checkpoint_path
 
-        return CheckpointSource(demo_checkpoint_path())
+        return CheckpointSource(demo_checkpoint_path(), resolution=resolution)
     path = Path(path)
     if path.is_dir():
-        return BundleSource(path, threads)
+        return BundleSource(path, threads, resolution)
     if not path.exists():
         raise GenerationError(f"{path} does not exist (expected a bundle folder or a checkpoint)")
-    return CheckpointSource(path)
+    return CheckpointSource(path, resolution=resolution)
 
 
 def generate_image(

@@ -26,6 +26,12 @@ class ExportUnit:
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     point: OperatingPoint | None = None
+    resolution: tuple[int, int] | None = None  # denoise and decode: the image size the method is fixed to
+
+
+def method_name(base: str, resolution: tuple[int, int], default: tuple[int, int]) -> str:
+    """`denoise_r2_d4` / `decode` at the bundle's default resolution, `denoise_r2_d4_768x1344` at another."""
+    return base if tuple(resolution) == tuple(default) else f"{base}_{resolution[0]}x{resolution[1]}"
 
 
 class Decode(nn.Module):
@@ -51,8 +57,14 @@ class EncodeText(nn.Module):
 
 
 def denoise_unit(
-    models: Models, point: OperatingPoint, resolution: tuple[int, int], attention: str, batch: int = 1
+    models: Models,
+    point: OperatingPoint,
+    resolution: tuple[int, int],
+    attention: str,
+    batch: int = 1,
+    default: tuple[int, int] | None = None,
 ) -> ExportUnit:
+    """`default`: the bundle's default resolution (the method name's suffix names any other)."""
     cfg = models.cfg
     t = cfg.transformer
     lh, lw = cfg.latent_size(resolution)
@@ -64,27 +76,29 @@ def denoise_unit(
     ]
     module = models.transformer.operating_point(point, resolution, attention).eval()
     return ExportUnit(
-        method=point.method,
+        method=method_name(point.method, resolution, default or resolution),
         kind=MethodKind.DENOISE,
         module=module,
         example_inputs=example_inputs(specs),
         inputs=specs,
         outputs=[TensorSpec("velocity", [batch, t.in_channels, lh, lw])],
         point=point,
+        resolution=(resolution[0], resolution[1]),
     )
 
 
-def decode_unit(models: Models, resolution: tuple[int, int]) -> ExportUnit:
+def decode_unit(models: Models, resolution: tuple[int, int], default: tuple[int, int] | None = None) -> ExportUnit:
     assert models.vae is not None
     lh, lw = models.cfg.latent_size(resolution)
     specs = [TensorSpec("latent", [1, models.cfg.vae.latent_channels, lh, lw])]
     return ExportUnit(
-        method="decode",
+        method=method_name("decode", resolution, default or resolution),
         kind=MethodKind.DECODE,
         module=Decode(models.vae).eval(),
         example_inputs=example_inputs(specs),
         inputs=specs,
         outputs=[TensorSpec("image", [1, 3, resolution[0], resolution[1]])],
+        resolution=(resolution[0], resolution[1]),
     )
 
 
@@ -104,12 +118,18 @@ def encode_text_unit(models: Models) -> ExportUnit:
 
 
 def export_units(
-    models: Models, points: list[OperatingPoint], resolution: tuple[int, int], attention: str, batch: int = 1
+    models: Models,
+    points: list[OperatingPoint],
+    resolutions: list[tuple[int, int]],
+    attention: str,
+    batch: int = 1,
 ) -> list[ExportUnit]:
-    """Denoise methods for the points (heaviest first), then decode and encode_text when present."""
-    units = [denoise_unit(models, p, resolution, attention, batch) for p in points]
+    """Denoise methods for the points (heaviest first) at each resolution (the first is the default), then decode
+    at each resolution and encode_text when present."""
+    default = resolutions[0]
+    units = [denoise_unit(models, p, r, attention, batch, default) for r in resolutions for p in points]
     if models.vae is not None:
-        units.append(decode_unit(models, resolution))
+        units += [decode_unit(models, r, default) for r in resolutions]
     if models.text_encoder is not None:
         units.append(encode_text_unit(models))
     return units

@@ -57,7 +57,8 @@ def verification_inputs(models: Models, entry: MethodEntry, seed: int = 7) -> li
 def reference(models: Models, entry: MethodEntry, manifest: Manifest, inputs: list[torch.Tensor]):
     """The PyTorch reference of a method: masked SSBA attention (docs/design.md, "SSBA"), float32."""
     if isinstance(entry, PointEntry):
-        net = models.transformer.operating_point(entry.point, tuple(manifest.resolution), "masked")
+        resolution = entry.resolution or manifest.resolution
+        net = models.transformer.operating_point(entry.point, resolution, "masked")
         return [net(*inputs)]
     if entry.kind == MethodKind.DECODE:
         return [models.vae.decode(inputs[0])]

@@ -42,8 +42,10 @@ def dump_json(doc: Any) -> str:
 
 
 def method_entries(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every method entry of a manifest: the operating points, then decoder and text encoder when present."""
-    return [*doc["operating_points"], *(doc[k] for k in ("decoder", "text_encoder") if doc.get(k))]
+    """Every method entry of a manifest: the operating points, the decoder(s), the text encoder when present."""
+    decoders = doc.get("decoders") if isinstance(doc.get("decoders"), list) else []
+    decoder, text_encoder = ([doc[k]] if doc.get(k) else [] for k in ("decoder", "text_encoder"))
+    return [*doc["operating_points"], *decoder, *decoders, *text_encoder]
 
 
 TOKENIZER_FILE_KEYS = ("vocab", "merges", "file")  # the keys of a concat tokenizer's part that name bundle files

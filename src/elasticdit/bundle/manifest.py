@@ -26,6 +26,24 @@ def _specs(docs: list[dict[str, Any]]) -> list[TensorSpec]:
     return [TensorSpec.from_dict(d) for d in docs]
 
 
+def _resolution(value: Any) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    h, w = (int(x) for x in value)
+    return h, w
+
+
+def _decoder(doc: dict[str, Any]) -> MethodEntry:
+    return MethodEntry(
+        kind=MethodKind.DECODE,
+        method=doc["method"],
+        file=doc["file"],
+        inputs=_specs(doc["inputs"]),
+        outputs=_specs(doc["outputs"]),
+        resolution=_resolution(doc.get("resolution")),
+    )
+
+
 @dataclass(kw_only=True)
 class MethodEntry:
     """One method of the bundle's artifact: its kind, where it is, and its signature in call order."""
@@ -35,14 +53,13 @@ class MethodEntry:
     file: str
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
+    resolution: tuple[int, int] | None = None  # denoise and decode: the image size the method is fixed to
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "method": self.method,
-            "file": self.file,
-            "inputs": [s.to_dict() for s in self.inputs],
-            "outputs": [s.to_dict() for s in self.outputs],
-        }
+        doc: dict[str, Any] = {"method": self.method, "file": self.file}
+        if self.resolution is not None:
+            doc["resolution"] = list(self.resolution)
+        return {**doc, "inputs": [s.to_dict() for s in self.inputs], "outputs": [s.to_dict() for s in self.outputs]}
 
     def input(self, name: str) -> TensorSpec:
         for spec in self.inputs:
@@ -80,6 +97,7 @@ class PointEntry(MethodEntry):
             "compression_ratio": self.compression_ratio,
             "depth": self.depth,
             "blocks": list(self.blocks),
+            **({"resolution": method["resolution"]} if "resolution" in method else {}),
             "method": method["method"],
             "file": method["file"],
             "tokens": self.tokens,
@@ -108,8 +126,10 @@ class Manifest:
     resolution: tuple[int, int]
     scheduler: dict[str, Any]
     operating_points: list[PointEntry]
-    decoder: MethodEntry | None = None
+    decoder: MethodEntry | None = None  # at the default resolution
+    decoders: list[MethodEntry] = field(default_factory=list)  # at the other resolutions, in `resolutions` order
     text_encoder: TextEncoderEntry | None = None
+    resolutions: list[tuple[int, int]] = field(default_factory=list)  # every resolution, the default first
     latent: dict[str, Any] = field(default_factory=dict)
     cfg_batch: bool = False
     default_operating_point: str = ""
@@ -118,8 +138,32 @@ class Manifest:
     files: list[dict[str, Any]] = field(default_factory=list)  # {path, sha256, bytes}, written by the writer
 
     def methods(self) -> list[MethodEntry]:
-        """Every method, denoise first (manifest order), then decode and encode_text when present."""
-        return [*self.operating_points, *(e for e in (self.decoder, self.text_encoder) if e is not None)]
+        """Every method, denoise first (manifest order), then decode (each resolution) and encode_text."""
+        decoders = [self.decoder, *self.decoders] if self.decoder is not None else []
+        return [*self.operating_points, *decoders, *([self.text_encoder] if self.text_encoder else [])]
+
+    def all_resolutions(self) -> list[tuple[int, int]]:
+        """`resolutions` as written, or the one `resolution` of a bundle written before there were several."""
+        return [(r[0], r[1]) for r in self.resolutions] or [(self.resolution[0], self.resolution[1])]
+
+    def _resolution(self, resolution: tuple[int, int] | None) -> tuple[int, int]:
+        h, w = resolution or self.resolution
+        if (h, w) not in self.all_resolutions():
+            have = ", ".join(f"{a}x{b}" for a, b in self.all_resolutions())
+            raise BundleError(f"the bundle has no methods for {h}x{w}; it has {have}")
+        return h, w
+
+    def points_at(self, resolution: tuple[int, int] | None = None) -> list[PointEntry]:
+        """The denoise entries at a resolution (default: the bundle's default)."""
+        wanted = self._resolution(resolution)
+        return [p for p in self.operating_points if tuple(p.resolution or self.resolution) == wanted]
+
+    def decoder_at(self, resolution: tuple[int, int] | None = None) -> MethodEntry | None:
+        wanted = self._resolution(resolution)
+        for entry in [e for e in (self.decoder, *self.decoders) if e is not None]:
+            if tuple(entry.resolution or self.resolution) == wanted:
+                return entry
+        return None
 
     def method(self, name: str) -> MethodEntry:
         for entry in self.methods():
@@ -127,8 +171,8 @@ class Manifest:
                 return entry
         raise BundleError(f"the bundle has no method '{name}'")
 
-    def point(self, name: str) -> PointEntry:
-        for entry in self.operating_points:
+    def point(self, name: str, resolution: tuple[int, int] | None = None) -> PointEntry:
+        for entry in self.points_at(resolution):
             if entry.name == name:
                 return entry
         raise BundleError(f"the bundle has no operating point '{name}'")
@@ -143,12 +187,14 @@ class Manifest:
             "checkpoint_sha256": self.checkpoint_sha256,
             "recipe": self.recipe.to_manifest(),
             "resolution": list(self.resolution),
+            "resolutions": [list(r) for r in self.all_resolutions()],
             "scheduler": self.scheduler,
             "latent": self.latent,
             "cfg_batch": self.cfg_batch,
             "default_operating_point": self.default_operating_point,
             "operating_points": [p.to_dict() for p in self.operating_points],
             "decoder": self.decoder.to_dict() if self.decoder else None,
+            **({"decoders": [d.to_dict() for d in self.decoders]} if self.decoders else {}),
             "text_encoder": self.text_encoder.to_dict() if self.text_encoder else None,
             "backend_report": self.backend_report,
         }
@@ -174,21 +220,14 @@ class Manifest:
                     gflops=float(p.get("gflops", 0.0)),
                     ssba_sparsity=p.get("ssba_sparsity", 0.0),
                     ssba_image_sparsity=p.get("ssba_image_sparsity", 0.0),
+                    resolution=_resolution(p.get("resolution")),
                 )
                 for p in doc["operating_points"]
             ]
             dec, te = doc.get("decoder"), doc.get("text_encoder")
-            decoder = (
-                MethodEntry(
-                    kind=MethodKind.DECODE,
-                    method=dec["method"],
-                    file=dec["file"],
-                    inputs=_specs(dec["inputs"]),
-                    outputs=_specs(dec["outputs"]),
-                )
-                if dec
-                else None
-            )
+            decoder = _decoder(dec) if dec else None
+            decoders = [_decoder(d) for d in doc.get("decoders") or []]
+            resolutions = [_resolution(r) for r in doc.get("resolutions") or []]
             text_encoder = (
                 TextEncoderEntry(
                     method=te["method"],
@@ -213,7 +252,9 @@ class Manifest:
             scheduler=doc["scheduler"],
             operating_points=points,
             decoder=decoder,
+            decoders=decoders,
             text_encoder=text_encoder,
+            resolutions=[r for r in resolutions if r is not None],
             latent=doc.get("latent") or {},
             cfg_batch=bool(doc.get("cfg_batch")),
             default_operating_point=doc.get("default_operating_point") or (points[0].name if points else ""),

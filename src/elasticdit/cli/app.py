@@ -41,6 +41,33 @@ ResolutionOpt = Annotated[
         "--resolution", help="Output image HEIGHT WIDTH in pixels (default: the checkpoint's).", show_default=False
     ),
 ]
+ResolutionsOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--resolution",
+        help="Image HEIGHTxWIDTH in pixels, e.g. 1024x1024; repeat it for methods at several resolutions in one "
+        "bundle (the first is the default; default: the checkpoint's).",
+        show_default=False,
+    ),
+]
+ResolutionChoiceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--resolution", help="HEIGHTxWIDTH, one of the bundle's resolutions (default: its first).", show_default=False
+    ),
+]
+
+
+def parse_resolution(text: str) -> tuple[int, int]:
+    """'768x1344' -> (768, 1344); a named error for anything else."""
+    from ..errors import ConfigError
+
+    h, sep, w = text.strip().lower().partition("x")
+    if not sep or not h.isdigit() or not w.isdigit() or int(h) <= 0 or int(w) <= 0:
+        raise ConfigError(f"--resolution {text!r} is not HEIGHTxWIDTH in pixels (e.g. 1024x1024)")
+    return int(h), int(w)
+
+
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout and nothing else.")]
 
 

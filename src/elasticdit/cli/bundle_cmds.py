@@ -11,7 +11,7 @@ from rich.table import Table
 from .app import (
     CheckpointArg,
     JsonOpt,
-    ResolutionOpt,
+    ResolutionsOpt,
     app,
     default_checkpoint,
     err,
@@ -42,13 +42,14 @@ def export(
     ops: Annotated[
         str | None, typer.Option(help="Comma-separated operating points, e.g. r1_d6,r4_d2 (default: all).")
     ] = None,
-    resolution: ResolutionOpt = None,
+    resolution: ResolutionsOpt = None,
     cfg: Annotated[bool, typer.Option("--cfg", help="Batch 2 denoise methods for classifier-free guidance.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing bundle folder.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Write a bundle: one artifact holding every operating point (weights stored once) + manifest.json."""
     from ..exporter import ExportRequest, export_bundle
+    from .app import parse_resolution
 
     req = ExportRequest(
         checkpoint=checkpoint or default_checkpoint(),
@@ -56,7 +57,7 @@ def export(
         output=output or Path(f"bundle-{target}"),
         recipe=recipe,
         ops=[o.strip() for o in ops.split(",") if o.strip()] if ops else None,
-        resolution=resolution,
+        resolutions=[parse_resolution(r) for r in resolution] if resolution else None,
         cfg_batch=cfg,
         force=force,
     )

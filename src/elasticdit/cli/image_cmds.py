@@ -10,6 +10,7 @@ from rich.table import Table
 
 from .app import (
     JsonOpt,
+    ResolutionChoiceOpt,
     SourceArg,
     StepsOpt,
     app,
@@ -46,14 +47,16 @@ def generate(
             show_default=False,
         ),
     ] = None,
+    resolution: ResolutionChoiceOpt = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads for a bundle's runtime.", show_default=False)] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Text to image on this host: a bundle through its methods, or a checkpoint through the PyTorch reference."""
     from ..generation import generate_image, open_source
     from ..progress import reporter
+    from .app import parse_resolution
 
-    src = open_source(source, threads)
+    src = open_source(source, threads, parse_resolution(resolution) if resolution else None)
     total, _ = src.settings(steps, cfg)
     with reporter(total) as report:
         report.stage(f"denoising ({src.kind})")

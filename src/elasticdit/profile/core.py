@@ -73,7 +73,7 @@ def parse_device(spec: str) -> DeviceSpec:
 
 def method_entries(manifest: Any, names: list[str] | None) -> list[Any]:
     """The operating points to measure, in manifest order (all when `names` is None)."""
-    points = manifest.operating_points
+    points = manifest.points_at()  # the default resolution's (another resolution is not profiled yet)
     if not names:
         return list(points)
     known = {p.name: p for p in points}

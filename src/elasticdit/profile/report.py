@@ -65,7 +65,7 @@ def build_report(
     text_stats, decode_stats = _method_stats(text), _method_stats(decode)
     text_ms = text_stats["median"] if text_stats else None
     decode_ms = decode_stats["median"] if decode_stats else None
-    meta = {p.name: p for p in manifest.operating_points}
+    meta = {p.name: p for p in manifest.points_at()}
     points = []
     for e in (e for e in events if e["event"] == "point"):
         p = meta[e["name"]]
@@ -98,7 +98,7 @@ def build_report(
         if scores and e["name"] in scores:
             row["score"] = scores[e["name"]]
         points.append(row)
-    wanted = settings.get("operating_points") or [p.name for p in manifest.operating_points]
+    wanted = settings.get("operating_points") or [p.name for p in manifest.points_at()]
     done = {p["name"] for p in points}
     return {
         "device": device,

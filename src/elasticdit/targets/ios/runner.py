@@ -100,11 +100,11 @@ def graph_inputs_from_package(
 
 def rebuild_unit(models: Any, manifest: Any, entry: Any) -> ExportUnit:
     """The unit the exporter converted for this manifest entry, rebuilt from the checkpoint."""
-    resolution = tuple(manifest.resolution)
+    resolution, default = entry.resolution or manifest.resolution, manifest.resolution
     if entry.kind == MethodKind.DENOISE:
-        return denoise_unit(models, entry.point, resolution, manifest.recipe.attention, entry.batch)
+        return denoise_unit(models, entry.point, resolution, manifest.recipe.attention, entry.batch, default)
     if entry.kind == MethodKind.DECODE:
-        return decode_unit(models, resolution)
+        return decode_unit(models, resolution, default)
     return encode_text_unit(models)
 
 
