@@ -105,6 +105,10 @@ class ProfileError(ElasticDiTError):
     """A profile result is malformed or cannot satisfy a request."""
 
 
+class KernelError(ElasticDiTError):
+    """elasticdit's native ExecuTorch kernels cannot be built or loaded, or a runtime lacks an op a bundle needs."""
+
+
 def first_line(exc: BaseException, limit: int = 300) -> str:
     """The first line of an exception's message (at most `limit` characters), or its type's name when empty:
     what a one-line error says about a third-party failure."""
