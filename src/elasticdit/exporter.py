@@ -131,6 +131,7 @@ def build_manifest(
             else None
         ),
         backend_report={a.method: a.report for a in artifacts},
+        runtime_ops=get_target(req.target).runtime_ops(artifacts),
     )
 
 

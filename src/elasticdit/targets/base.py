@@ -10,10 +10,10 @@ A target (`android`: ExecuTorch + XNNPACK, `ios`: Core ML, `onnx`: ONNX Runtime)
   names in `transports` run).
 
 The seams later work fills in per target, each with a default here: `reference` (a same-numerics reference for
-`verify`: the quantized model itself), `runtime_ops` (custom operators the runtime must provide, e.g. an SSBA
-kernel), and extra files beside the program (external weights: every file the target writes into the folder is
-hashed into the manifest's `files`, `Artifact.file` names the one a method is loaded from). docs/design.md lists
-what a new target implements.
+`verify`: the quantized model itself), `runtime_ops` (custom operators the runtime must provide: Android lists
+those its program calls outside the stock runtime, e.g. elasticdit's SSBA kernel), and extra files beside the
+program (external weights: every file the target writes into the folder is hashed into the manifest's `files`,
+`Artifact.file` names the one a method is loaded from). docs/design.md lists what a new target implements.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ class Artifact:
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     report: dict[str, Any] = field(default_factory=dict)
+    runtime_ops: tuple[str, ...] = ()  # operators it calls that a stock runtime lacks (Target.runtime_ops)
 
 
 class HostRunner(Protocol):
@@ -77,7 +78,6 @@ class Target(ABC):
     formulation: Formulation = Formulation()
     transports: tuple[str, ...] = ("host",)  # `--device` kinds that run its bundles
     runs_without_checkpoint: bool = True  # its host runner needs only the bundle (generate, eval)
-    runtime_ops: tuple[str, ...] = ()  # custom operators its runtime must provide (none yet)
 
     @abstractmethod
     def write(self, lowered: list[LoweredUnit], recipe: Recipe, folder: Path, report: Reporter) -> list[Artifact]:
@@ -88,6 +88,13 @@ class Target(ABC):
         self, bundle: Path, manifest: Manifest, threads: int | None = None, models: Models | None = None
     ) -> HostRunner:
         """Runs the bundle's methods on this host; `models` (the checkpoint's) for targets that need them."""
+
+    def runtime_ops(self, artifacts: list[Artifact]) -> list[str]:
+        """The custom operators the bundle's runtime must provide (the manifest's `runtime_ops`, omitted when
+        empty), sorted: by default what the writer reported per method, none for a target whose runtime has
+        no custom operators. The target's host runner and profile backend refuse a bundle whose list this
+        host's runtime lacks."""
+        return sorted({op for artifact in artifacts for op in artifact.runtime_ops})
 
     def profile_backend(self, bundle: Path, manifest: Manifest, threads: int | None) -> ProfileBackend:
         from ..errors import BundleError

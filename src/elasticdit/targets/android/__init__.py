@@ -32,9 +32,9 @@ class AndroidTarget(Target):
     ) -> HostRunner:
         from .runtime import ExecuTorchRunner
 
-        return ExecuTorchRunner(bundle, threads)
+        return ExecuTorchRunner(bundle, threads, manifest.runtime_ops)
 
     def profile_backend(self, bundle: Path, manifest: Manifest, threads: int | None) -> ProfileBackend:
         from .profile import ExecuTorchHost
 
-        return ExecuTorchHost(bundle, threads)
+        return ExecuTorchHost(bundle, threads, manifest.runtime_ops)

@@ -16,6 +16,10 @@ from ...quiet import silence_library_noise
 from ..base import Artifact
 
 PTE = "model.pte"
+# The operator namespaces every ExecuTorch runtime registers: its portable (and optimized) kernels and its
+# primitive ops. An op of any other namespace outside the delegates comes from a kernel library the app's
+# runtime must link (elasticdit's SSBA kernel, ExecuTorch's quantized or LLM kernels): a runtime op.
+STOCK_NAMESPACES = frozenset({"aten", "dim_order_ops", "et_copy", "executorch_prim"})
 
 
 @dataclass
@@ -50,6 +54,16 @@ def delegation_of(graph_module: torch.fx.GraphModule) -> Delegation:
     )
 
 
+def runtime_ops(program) -> dict[str, tuple[str, ...]]:
+    """{method: the operators its plan calls outside the delegates and outside `STOCK_NAMESPACES`}, by the
+    runtime's names (`elasticdit::ssba_attention.out`), sorted."""
+    found = {}
+    for plan in program.executorch_program.execution_plan:
+        names = {f"{op.name}.{op.overload}" if op.overload else op.name for op in plan.operators}
+        found[plan.name] = tuple(sorted(n for n in names if n.partition("::")[0] not in STOCK_NAMESPACES))
+    return found
+
+
 def write_program(lowered: list[LoweredUnit], folder: Path, report: Reporter) -> list[Artifact]:
     """Write model.pte into folder; one Artifact per method, reporting what XNNPACK took and what it left."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
@@ -70,6 +84,8 @@ def write_program(lowered: list[LoweredUnit], folder: Path, report: Reporter) ->
         raise ExportError(f"lowering to XNNPACK failed: {type(exc).__name__}: {first_line(exc)}") from exc
     report.advance()
     (folder / PTE).write_bytes(program.buffer)
+    ops = runtime_ops(program)
     return [
-        Artifact(lu.method, PTE, lu.unit.inputs, lu.unit.outputs, delegation[lu.method].to_dict()) for lu in lowered
+        Artifact(lu.method, PTE, lu.unit.inputs, lu.unit.outputs, delegation[lu.method].to_dict(), ops[lu.method])
+        for lu in lowered
     ]
