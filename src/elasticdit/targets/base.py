@@ -14,8 +14,7 @@ A target (`android`: ExecuTorch + XNNPACK, `ios`: Core ML, `onnx`: ONNX Runtime)
 The seams later work fills in per target, each with a default here: `runtime_ops` (custom operators the runtime
 must provide, e.g. an SSBA kernel), and extra files beside the program (external weights: every file the target
 writes into the folder is hashed into the manifest's `files`, `Artifact.file` names the one a method is loaded
-from). docs/design.md lists
-what a new target implements.
+from). docs/design.md lists what a new target implements.
 """
 
 from __future__ import annotations
