@@ -93,6 +93,11 @@ class ExportError(ElasticDiTError):
     """Lowering or serialising an operating point failed."""
 
 
+class DenseAttentionError(ExportError):
+    """A recipe lowers attention as `dense` for a checkpoint whose SSBA masks the points exported: a different
+    function from the one the checkpoint was trained with."""
+
+
 class DeviceError(ElasticDiTError):
     """A device is missing, unreachable or misbehaving."""
 

@@ -12,7 +12,7 @@ from .bundle.manifest import Manifest, MethodEntry, PointEntry, TextEncoderEntry
 from .bundle.tokenizers import sd3_tokenizer
 from .bundle.writer import BundleWriter
 from .checkpoint import Checkpoint, load_checkpoint
-from .errors import ExportError
+from .errors import DenseAttentionError, ExportError
 from .inspection import count_cost, ssba_stats
 from .lowering import lower
 from .operating_points import OperatingPoint, full_point, select
@@ -21,6 +21,7 @@ from .quiet import silence_library_noise
 from .recipes import Recipe, load_recipe
 from .slicing import ExportUnit, export_units
 from .specs import MethodKind
+from .ssba.lowering import lowering_names
 from .targets import TARGETS, Artifact, get_target
 
 
@@ -147,6 +148,20 @@ def check_resolutions(ck: Checkpoint, resolutions: list[tuple[int, int]]) -> Non
         check_resolution(ck.cfg, (h, w))
 
 
+def refuse_dense_on_ssba(
+    ck: Checkpoint, recipe: Recipe, points: list[OperatingPoint], resolution: tuple[int, int]
+) -> None:
+    """`lowering.attention = "dense"` is only a lowering where no SSBA mask removes anything."""
+    if recipe.attention != "dense":
+        return
+    masked = [p.name for p in points if (s := ssba_stats(ck.cfg, p, resolution)) and s.joint_sparsity > 0]
+    if masked:
+        raise DenseAttentionError(
+            f"recipe '{recipe.name}' lowers attention as 'dense', but the checkpoint's SSBA masks "
+            f"{', '.join(masked)}: dense attention is another function; choose {', '.join(lowering_names()[1:])}"
+        )
+
+
 def export_bundle(req: ExportRequest) -> dict[str, Any]:
     """Write the bundle; returns a summary (bundle path, files, per-operating-point status)."""
     silence_library_noise()
@@ -157,6 +172,8 @@ def export_bundle(req: ExportRequest) -> dict[str, Any]:
     resolutions = resolutions or [ck.cfg.resolution]
     check_resolutions(ck, resolutions)
     points = select(ck.cfg, req.ops or list(recipe.operating_points))
+    for resolution in resolutions:
+        refuse_dense_on_ssba(ck, recipe, points, resolution)
     models = ck.models()
     batch = 2 if req.cfg_batch else 1
     units = export_units(models, points, resolutions, recipe.attention, batch)  # float: costs and calibration
