@@ -10,7 +10,7 @@
 
 #include <executorch/runtime/platform/platform.h>
 
-#if __has_include(<executorch/extension/threadpool/threadpool.h>)
+#if __has_include(<executorch/extension/threadpool/threadpool.h>) && __has_include(<pthreadpool.h>)
 #include <executorch/extension/threadpool/threadpool.h>
 #else
 // The wheel ships libexecutorch_threadpool.so but not threadpool.h (it includes pthreadpool.h, which the wheel
@@ -81,6 +81,21 @@ int thread_count() {
 }
 
 int64_t peak_rss_kib() {
+  // VmHWM first: it belongs to this program's address space. getrusage's ru_maxrss is kept across execve on
+  // Linux, so a process started from a large parent (a Python interpreter) would report the parent's peak.
+  if (FILE* f = std::fopen("/proc/self/status", "r")) {
+    char line[256];
+    long long kib = -1;
+    while (std::fgets(line, sizeof(line), f)) {
+      if (std::sscanf(line, "VmHWM: %lld kB", &kib) == 1) {
+        break;
+      }
+    }
+    std::fclose(f);
+    if (kib >= 0) {
+      return static_cast<int64_t>(kib);
+    }
+  }
   struct rusage usage {};
   if (getrusage(RUSAGE_SELF, &usage) != 0) {
     return -1;
@@ -88,7 +103,7 @@ int64_t peak_rss_kib() {
 #ifdef __APPLE__
   return static_cast<int64_t>(usage.ru_maxrss) / 1024;  // bytes on Darwin
 #else
-  return static_cast<int64_t>(usage.ru_maxrss);  // KiB on Linux and Android
+  return static_cast<int64_t>(usage.ru_maxrss);  // KiB
 #endif
 }
 

@@ -1,5 +1,7 @@
 #include "elasticdit/program.h"
 
+#include <algorithm>
+
 #include <executorch/extension/module/module.h>
 #include <executorch/extension/tensor/tensor.h>
 
@@ -86,7 +88,9 @@ std::vector<std::string> Program::method_names() const {
   if (!names.ok()) {
     throw Error(ErrorKind::Bundle, "ExecuTorch cannot list the methods of " + path_ + ": " + status(names.error()));
   }
-  return {names->begin(), names->end()};
+  std::vector<std::string> sorted(names->begin(), names->end());
+  std::sort(sorted.begin(), sorted.end());
+  return sorted;
 }
 
 void Program::check_signature(const MethodEntry& entry) {

@@ -4,6 +4,8 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
+#include "elasticdit/errors.h"
+#include "elasticdit/files.h"
 #include "elasticdit/platform.h"
 
 namespace elasticdit {
@@ -93,6 +95,15 @@ std::string timings_json(const RunInfo& info, const LoadTimings& first, const st
   doc["peak_rss_kib"] = peak_rss_kib >= 0 ? ojson(peak_rss_kib) : ojson(nullptr);
   doc["peak_rss_mb"] = peak_rss_kib >= 0 ? ojson(r3(peak_rss_kib / 1024.0)) : ojson(nullptr);
   return doc.dump(2) + "\n";
+}
+
+std::vector<std::string> read_string_list(const std::string& path) {
+  try {
+    const auto doc = nlohmann::json::parse(read_file(path));
+    return doc.get<std::vector<std::string>>();
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(ErrorKind::Io, path + " is not a JSON list of strings: " + e.what());
+  }
 }
 
 }  // namespace elasticdit

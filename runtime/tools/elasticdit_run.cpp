@@ -4,6 +4,7 @@
 //       --per-step A,B,...] [--steps N] [--cfg S] [--runs N] [--warmup N] [--threads N] [--load-mode mmap|file]
 //       [--no-warm-load] [--timings FILE.json] [--json] [--dump DIR] [--verbose]
 //   elasticdit-run methods BUNDLE --out DIR [--inputs DIR] [--threads N] [--load-mode mmap|file] [--verbose]
+//   elasticdit-run tokenize BUNDLE (--prompt TEXT | --prompts FILE.json)
 //   elasticdit-run --version
 //
 // Errors: one line `error: <Name>: <message>` on stderr and a non-zero exit code per kind (errors.h).
@@ -37,6 +38,7 @@ const char* kUsage =
     "--per-step A,B,...] [--steps N] [--cfg S] [--runs N] [--warmup N] [--threads N] [--load-mode mmap|file] "
     "[--no-warm-load] [--timings FILE.json] [--json] [--dump DIR] [--verbose]\n"
     "       elasticdit-run methods BUNDLE --out DIR [--inputs DIR] [--threads N] [--load-mode mmap|file] [--verbose]\n"
+    "       elasticdit-run tokenize BUNDLE (--prompt TEXT | --prompts FILE.json)\n"
     "       elasticdit-run --version\n";
 
 struct Args {
@@ -234,7 +236,7 @@ int generate(const Args& a) {
   return 0;
 }
 
-// Deterministic inputs (the same on every CPU): splitmix64 bits -> uniform floats built from 24-bit integers.
+// Deterministic inputs (the same on every CPU): splitmix64 bits -> floats built from 24-bit integers.
 struct Inputs {
   uint64_t state;
   explicit Inputs(const std::string& seed) : state(1469598103934665603ull) {
@@ -249,6 +251,11 @@ struct Inputs {
     return z ^ (z >> 31);
   }
   float uniform(float lo, float hi) { return lo + (hi - lo) * static_cast<float>(next() >> 40) / 16777216.0f; }
+  // About N(0, 1): Irwin-Hall of four uniforms, centred and scaled (plain float arithmetic, no libm).
+  float normal() {
+    const float sum = uniform(0.0f, 1.0f) + uniform(0.0f, 1.0f) + uniform(0.0f, 1.0f) + uniform(0.0f, 1.0f);
+    return (sum - 2.0f) * 1.7320508f;
+  }
 };
 
 int methods(const Args& a) {
@@ -297,7 +304,7 @@ int methods(const Args& a) {
         std::vector<float> data(static_cast<size_t>(numel(spec.shape)));
         const bool time = spec.name == "timestep";
         for (float& v : data) {
-          v = time ? gen.uniform(0.0f, 1.0f) : gen.uniform(-1.0f, 1.0f);
+          v = time ? gen.uniform(0.0f, 1.0f) : gen.normal();
         }
         inputs.push_back(Tensor::floats(spec.shape, data));
       }
@@ -314,6 +321,35 @@ int methods(const Args& a) {
   index += "]}\n";
   write_file_atomic(join_path(out, "methods.json"), index);
   std::printf("ran %zu methods; wrote %s/methods.json\n", entries.size(), out.c_str());
+  return 0;
+}
+
+// The ids encode_text gets: one JSON list for --prompt, a list of lists for --prompts (a JSON list of strings).
+int tokenize(const Args& a) {
+  Manifest manifest = read_manifest(a.bundle);
+  if (!manifest.tokenizer) {
+    throw Error(ErrorKind::Bundle, a.bundle + " has no text encoder, so no tokenizer");
+  }
+  std::unique_ptr<Tokenizer> tokenizer = make_tokenizer(*manifest.tokenizer, manifest.bundle_dir);
+  auto ids_json = [&](const std::string& prompt) {
+    std::string out = "[";
+    for (int64_t id : tokenizer->encode(prompt)) {
+      out += (out.size() > 1 ? ", " : "") + std::to_string(id);
+    }
+    return out + "]";
+  };
+  if (a.has("prompt") == a.has("prompts")) {
+    throw Error(ErrorKind::Usage, "tokenize needs one of --prompt TEXT or --prompts FILE.json");
+  }
+  if (a.has("prompt")) {
+    std::printf("%s\n", ids_json(a.get("prompt")).c_str());
+    return 0;
+  }
+  std::string out = "[";
+  for (const std::string& prompt : read_string_list(a.get("prompts"))) {
+    out += (out.size() > 1 ? ",\n " : "") + ids_json(prompt);
+  }
+  std::printf("%s]\n", out.c_str());
   return 0;
 }
 
@@ -342,7 +378,10 @@ int main(int argc, char** argv) {
       valued.insert(common.begin(), common.end());
       return methods(parse(argc, argv, valued, {"verbose"}));
     }
-    throw Error(ErrorKind::Usage, "unknown command '" + command + "' (generate, methods, --version)");
+    if (command == "tokenize") {
+      return tokenize(parse(argc, argv, {"prompt", "prompts"}, {}));
+    }
+    throw Error(ErrorKind::Usage, "unknown command '" + command + "' (generate, methods, tokenize, --version)");
   } catch (const Error& e) {
     std::fprintf(stderr, "error: %s: %s\n", error_name(e.kind()), e.what());
     return exit_code(e.kind());

@@ -17,7 +17,7 @@ std::string last_executorch_error();  // the newest error-level line, "" if none
 void set_threads(int threads);
 int thread_count();
 
-// The process's peak resident set size in KiB (getrusage: ru_maxrss), -1 when unknown.
+// The process's peak resident set size in KiB (/proc/self/status VmHWM, else getrusage), -1 when unknown.
 int64_t peak_rss_kib();
 
 double now_ms();  // a monotonic clock

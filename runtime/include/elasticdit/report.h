@@ -27,6 +27,9 @@ struct RunInfo {
 std::string timings_json(const RunInfo& info, const LoadTimings& first, const std::optional<LoadTimings>& warm,
                          const std::vector<RunTimings>& runs, double write_ms, int64_t peak_rss_kib);
 
+// A JSON file holding a list of strings (Error(Io) otherwise).
+std::vector<std::string> read_string_list(const std::string& path);
+
 constexpr const char* kRuntimeVersion = "0.1.0";
 
 }  // namespace elasticdit

@@ -223,6 +223,8 @@ def device_info(adb: Adb, dev: AdbDevice, threads: int | None) -> dict[str, Any]
 class AdbSession:
     """One profile run on one phone: a device folder that is always removed at the end."""
 
+    runner_name = RUNNER_NAME
+
     def __init__(self, adb: Adb, runner: Path, threads: int | None, timeout: float):
         self.adb, self.runner, self.threads, self.timeout = adb, runner, threads, timeout
         self.workdir = f"{DEVICE_ROOT}/elasticdit-{uuid.uuid4().hex[:10]}"
@@ -235,8 +237,8 @@ class AdbSession:
         if abi and abi != "arm64-v8a":
             raise DeviceError(f"the phone's ABI is {abi}; this profiler runs arm64-v8a executor_runner builds")
         self.adb.shell(f"mkdir -p {shlex.quote(self.workdir)}")
-        self.adb.run("push", str(self.runner), f"{self.workdir}/{RUNNER_NAME}")
-        self.adb.shell(f"chmod 755 {shlex.quote(self.workdir + '/' + RUNNER_NAME)}")
+        self.adb.run("push", str(self.runner), f"{self.workdir}/{self.runner_name}")
+        self.adb.shell(f"chmod 755 {shlex.quote(self.workdir + '/' + self.runner_name)}")
         for name in files:
             self.adb.run("push", str(bundle / name), f"{self.workdir}/{name}")
         probe = self.adb.shell("toybox time -v true", check=False)
@@ -344,9 +346,21 @@ def measure(
     with_ops: bool = True,
     memory: bool = True,
     adb_exe: str | None = None,
+    steps: int | None = None,
+    guidance: float | None = None,
 ) -> Iterator[dict[str, Any]]:
     adb = Adb(adb_exe, timeout)
     runner = check_runner(runner)
+    from ..native.run import is_elasticdit_run
+
+    if is_elasticdit_run(runner):  # the app-side pipeline: measured end to end per point (native/adb.py)
+        from ..native.adb import measure_app
+
+        yield from measure_app(
+            adb, runner, bundle, manifest, points, serial=serial, runs=runs, warmup=warmup, threads=threads,
+            timeout=timeout, memory=memory, steps=steps, guidance=guidance,
+        )  # fmt: skip
+        return
     dev = adb.select(serial)
     yield {"event": "device", "device": device_info(adb, dev, threads)}
     session = AdbSession(adb, runner, threads, timeout)

@@ -1,0 +1,97 @@
+"""Helpers shared by the native runtime tests (no tests here): the elasticdit-run builds (cached across sessions
+in the user cache, so a CI run builds each once), the bundles they run, image comparison."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from elasticdit.cli import app
+
+IN_CI = os.environ.get("ELASTICDIT_CI") == "1"
+PROMPT = "a red circle left of a blue square"
+
+
+def unavailable(reason: str):
+    """A missing toolchain: a failure in CI (.ci/run installs it), a skip that says why elsewhere."""
+    if IN_CI:
+        pytest.fail(f"CI must provide this ({reason})")
+    pytest.skip(reason)
+
+
+def runner_for(target: str):
+    from elasticdit.native.errors import NativeBuildError
+    from elasticdit.native.run import NativeRunner
+
+    try:
+        return NativeRunner.for_target(target)
+    except NativeBuildError as exc:
+        unavailable(str(exc))
+
+
+def export(ckpt: Path, out: Path, *args: str) -> Path:
+    if not (out / "manifest.json").exists():
+        result = CliRunner().invoke(app, ["export", str(ckpt), "--target", "android", "-o", str(out), "--json", *args])
+        assert result.exit_code == 0, result.output + result.stderr
+    return out
+
+
+def scaled_ckpt(path: Path) -> Path:
+    """The tiny config with a text encoder and latent scaling/shift factors that are not the identity (so the
+    unscaling before `decode` is exercised)."""
+    from elasticdit.checkpoint import save_checkpoint
+    from elasticdit.presets import random_weights, tiny_config
+
+    if not path.exists():
+        cfg = tiny_config(text_encoder=True)
+        cfg = dataclasses.replace(cfg, vae=dataclasses.replace(cfg.vae, scaling_factor=1.7, shift_factor=0.2))
+        save_checkpoint(path, cfg, random_weights(cfg, 3))
+    return path
+
+
+def png(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(path.read_bytes())).convert("RGB")).astype(np.int16)
+
+
+def compare_images(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    diff = np.abs(a.astype(np.float64) - b.astype(np.float64))
+    mse = float((diff**2).mean())
+    return {
+        "psnr_db": float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse),
+        "within_1_lsb": float((diff <= 1).mean()),
+        "max_lsb": float(diff.max()),
+    }
+
+
+def rel_error(a: np.ndarray, b: np.ndarray) -> float:
+    """max |a - b| / max |b| (verify's measure)."""
+    return float(np.abs(a.astype(np.float64) - b).max() / max(np.abs(b).max(), 1e-12))
+
+
+def latent_shape(bundle: Path) -> list[int]:
+    doc = json.loads((bundle / "manifest.json").read_text())
+    shape = list(next(s["shape"] for s in doc["operating_points"][0]["inputs"] if s["name"] == "latent"))
+    return [1, *shape[1:]]
+
+
+def native_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_ckpt: Path) -> Path:
+    """The profile tests' session bundle (r1_d4: the tiles SSBA lowering with portable gathers; r2_d2: delegated
+    whole; text encoder and decoder), exported once per session whichever module asks first."""
+    from test_profile_support import android_bundle
+
+    return android_bundle(tmp_path_factory, tiny_ckpt)
+
+
+def native_cfg_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """CFG-batched (batch 2) denoise methods, manifest cfg_batch true; latent scaling and shift factors that are
+    not the identity."""
+    root = tmp_path_factory.getbasetemp()
+    return export(scaled_ckpt(root / "native-tiny.safetensors"), root / "native-cfg-bundle", "--ops", "r2_d2", "--cfg")
