@@ -297,3 +297,40 @@ def test_profile_host_with_the_native_runner(native, bundle, tmp_path):
     other.write_bytes(b"\x7fELF not this")
     result = cli.invoke(app, ["profile", str(bundle), "--runner", str(other), "--json"])
     assert result.exit_code == 1 and "is not an elasticdit-run binary" in result.stderr
+
+
+# --- the on-demand build ---------------------------------------------------------------------------------------
+
+
+def test_build_is_cached_and_keyed_by_the_sources(native, tmp_path, monkeypatch):
+    from elasticdit.native import build as native_build
+
+    again = native_build.build("host")
+    assert again.cached and again.binary == native.binary and again.seconds == 0.0
+    # a changed source file changes the key (a stale binary is never reused); nothing is built for the check
+    src = tmp_path / "src"
+    shutil.copytree(native_build.source_dir(), src)
+    args = ("host", native_build.find_compiler("host"), native_build.find_cmake(), native_build.executorch_root())
+    key = native_build._key(args[0], src, *args[1:])
+    assert key == again.key
+    (src / "src" / "sampler.cpp").write_text((src / "src" / "sampler.cpp").read_text() + "\n// changed\n")
+    assert native_build._key(args[0], src, *args[1:]) != key
+
+
+def test_build_errors_are_one_line(monkeypatch):
+    from elasticdit.native import build as native_build
+    from elasticdit.native.errors import NativeBuildError
+
+    monkeypatch.setattr(native_build.shutil, "which", lambda name: None)
+    monkeypatch.setattr(native_build.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.delenv("CXX", raising=False)
+    with pytest.raises(NativeBuildError, match=r"needs cmake >= 3.28: pip install cmake"):
+        native_build.find_cmake()
+    with pytest.raises(NativeBuildError, match=r"needs a C\+\+17 compiler: apt install g\+\+"):
+        native_build.find_compiler("host")
+    with pytest.raises(NativeBuildError, match="apt install g\\+\\+-aarch64-linux-gnu"):
+        native_build.find_compiler("linux-aarch64")
+    with pytest.raises(NativeBuildError, match="unknown native target 'riscv'"):
+        native_build.build("riscv")
+    result = cli.invoke(app, ["generate", "/nonexistent", "--prompt", "x", "--runner", "native", "-o", "x.png"])
+    assert result.exit_code == 1 and "runs an Android bundle folder" in result.stderr
