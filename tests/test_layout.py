@@ -24,6 +24,10 @@ FORBIDDEN = [
     ("elasticdit.bundle.manifest", "elasticdit.targets"),
     ("elasticdit.model", "elasticdit.targets"),
     ("elasticdit.ssba", "elasticdit.targets"),
+    ("elasticdit.native.", "elasticdit.targets"),
+    ("elasticdit.native.", "elasticdit.bundle"),
+    ("elasticdit.native.", "elasticdit.profile"),
+    ("elasticdit.native.", "elasticdit.generation"),
 ]
 
 

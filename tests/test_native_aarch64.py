@@ -15,7 +15,6 @@ from test_native_support import (
     compare_images,
     export,
     latent_shape,
-    native_bundle,
     png,
     rel_error,
     runner_for,
@@ -39,8 +38,8 @@ def arm():
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory, tiny_ckpt):
-    return native_bundle(tmp_path_factory, tiny_ckpt)
+def bundle(android_bundle):
+    return android_bundle[0]
 
 
 def method_figures(host, arm, bundle, tmp_path) -> dict[str, float]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_native_support import native_bundle, runner_for
+from test_native_support import runner_for
 from test_profile_adb import PIXEL, PROPS
 from test_profile_support import adb_calls, arm64_elf, install_fake_adb
 from typer.testing import CliRunner
@@ -24,8 +24,8 @@ def native():
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory, tiny_ckpt):
-    return native_bundle(tmp_path_factory, tiny_ckpt)
+def bundle(android_bundle):
+    return android_bundle[0]
 
 
 def app_runner_elf(path):

@@ -15,7 +15,6 @@ from test_native_support import (
     PROMPT,
     compare_images,
     latent_shape,
-    native_bundle,
     native_cfg_bundle,
     png,
     runner_for,
@@ -37,8 +36,8 @@ def native():
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory, tiny_ckpt):
-    return native_bundle(tmp_path_factory, tiny_ckpt)
+def bundle(android_bundle):
+    return android_bundle[0]
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +93,7 @@ def test_timings_document(native, bundle, tmp_path):
 
 
 def test_every_method_equals_the_python_runtime(native, bundle, tmp_path):
-    from elasticdit.runners.executorch_host import ExecuTorchProgram
+    from elasticdit.targets.android.runtime import ExecuTorchProgram
 
     index = native.methods(bundle, tmp_path)
     names = [m["method"] for m in index["methods"]]
@@ -333,4 +332,4 @@ def test_build_errors_are_one_line(monkeypatch):
     with pytest.raises(NativeBuildError, match="unknown native target 'riscv'"):
         native_build.build("riscv")
     result = cli.invoke(app, ["generate", "/nonexistent", "--prompt", "x", "--runner", "native", "-o", "x.png"])
-    assert result.exit_code == 1 and "runs an Android bundle folder" in result.stderr
+    assert result.exit_code == 1 and "runs a bundle folder" in result.stderr

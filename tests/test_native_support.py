@@ -3,7 +3,6 @@ in the user cache, so a CI run builds each once), the bundles they run, image co
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 from pathlib import Path
@@ -40,19 +39,6 @@ def export(ckpt: Path, out: Path, *args: str) -> Path:
     return out
 
 
-def scaled_ckpt(path: Path) -> Path:
-    """The tiny config with a text encoder and latent scaling/shift factors that are not the identity (so the
-    unscaling before `decode` is exercised)."""
-    from elasticdit.checkpoint import save_checkpoint
-    from elasticdit.presets import random_weights, tiny_config
-
-    if not path.exists():
-        cfg = tiny_config(text_encoder=True)
-        cfg = dataclasses.replace(cfg, vae=dataclasses.replace(cfg.vae, scaling_factor=1.7, shift_factor=0.2))
-        save_checkpoint(path, cfg, random_weights(cfg, 3))
-    return path
-
-
 def png(path: Path) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(path.read_bytes())).convert("RGB")).astype(np.int16)
 
@@ -78,16 +64,13 @@ def latent_shape(bundle: Path) -> list[int]:
     return [1, *shape[1:]]
 
 
-def native_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_ckpt: Path) -> Path:
-    """The profile tests' session bundle (r1_d4: the tiles SSBA lowering with portable gathers; r2_d2: delegated
-    whole; text encoder and decoder), exported once per session whichever module asks first."""
-    from test_profile_support import android_bundle
-
-    return android_bundle(tmp_path_factory, tiny_ckpt)
-
-
 def native_cfg_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """CFG-batched (batch 2) denoise methods, manifest cfg_batch true; latent scaling and shift factors that are
     not the identity."""
+    from conftest import write_tiny
+
     root = tmp_path_factory.getbasetemp()
-    return export(scaled_ckpt(root / "native-tiny.safetensors"), root / "native-cfg-bundle", "--ops", "r2_d2", "--cfg")
+    ckpt = root / "native-tiny.safetensors"
+    if not ckpt.exists():
+        write_tiny(ckpt, seed=3, latent_scaling=(1.7, 0.2), text_encoder=True)
+    return export(ckpt, root / "native-cfg-bundle", "--ops", "r2_d2", "--cfg")

@@ -15,3 +15,7 @@ class NativeRunError(ElasticDiTError):
     def __init__(self, kind: str, message: str, exit_code: int):
         super().__init__(f"elasticdit-run: {kind}: {message}")
         self.kind, self.message, self.exit_code = kind, message, exit_code
+
+
+class RunnerError(ElasticDiTError):
+    """`--runner` names no elasticdit-run build (a missing file, or another program such as executor_runner)."""

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from .build import AARCH64_SYSROOT, build
-from .errors import NativeBuildError, NativeRunError
+from .errors import NativeBuildError, NativeRunError, RunnerError
 
 TIMINGS_FORMAT = "elasticdit-run-timings"
 _ERROR = re.compile(r"^error: (\w+): (.*)$")
@@ -63,6 +63,18 @@ class NativeRunner:
         built = build(target)
         return cls(built.binary, qemu_aarch64() if target == "linux-aarch64" else [])
 
+    @classmethod
+    def resolve(cls, runner: str | Path) -> NativeRunner:
+        """`--runner`: "native" is this host's build (built now if the cache has none); a path is that build."""
+        if str(runner) == "native":
+            return cls.for_target("host")
+        path = Path(runner).expanduser()
+        if not path.is_file():
+            raise RunnerError(f"--runner {runner}: no such file (use 'native' or a path to an elasticdit-run build)")
+        if not is_elasticdit_run(path):
+            raise RunnerError(f"--runner {runner} is not an elasticdit-run binary")
+        return cls(path)
+
     @property
     def emulated(self) -> bool:
         return bool(self.launcher)
@@ -88,6 +100,7 @@ class NativeRunner:
         *,
         op: str | None = None,
         per_step: Sequence[str] | None = None,
+        schedule: str | None = None,
         steps: int | None = None,
         guidance: float | None = None,
         runs: int = 1,
@@ -109,6 +122,8 @@ class NativeRunner:
                 args += ["--op", op]
             if per_step is not None:
                 args += ["--per-step", ",".join(per_step)]
+            if schedule is not None:
+                args += ["--schedule", schedule]
             if steps is not None:
                 args += ["--steps", str(steps)]
             if guidance is not None:
@@ -122,6 +137,13 @@ class NativeRunner:
             doc = parse_timings(self.run(*args).stdout)
         doc["emulated"] = self.emulated
         return doc
+
+    def tokenize(self, bundle: Path, prompts: Sequence[str]) -> list[list[int]]:
+        """The ids the bundle's tokenizer gives each prompt (what encode_text receives)."""
+        with tempfile.TemporaryDirectory(prefix="elasticdit-run-") as tmp:
+            path = Path(tmp) / "prompts.json"
+            path.write_text(json.dumps(list(prompts)))
+            return json.loads(self.run("tokenize", str(bundle), "--prompts", str(path)).stdout)
 
     def methods(self, bundle: Path, out: Path, inputs: Path | None = None, threads: int | None = None) -> dict:
         """Every method of the bundle once, on deterministic (or given) inputs; .npy inputs and outputs in `out`."""

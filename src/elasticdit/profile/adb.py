@@ -223,7 +223,7 @@ def device_info(adb: Adb, dev: AdbDevice, threads: int | None) -> dict[str, Any]
 class AdbSession:
     """One profile run on one phone: a device folder that is always removed at the end."""
 
-    runner_name = RUNNER_NAME
+    runner_name = RUNNER_NAME  # what the pushed runner is called on the phone (profile/elasticdit_run.py: its own)
 
     def __init__(self, adb: Adb, runner: Path, threads: int | None, timeout: float):
         self.adb, self.runner, self.threads, self.timeout = adb, runner, threads, timeout
@@ -346,21 +346,9 @@ def measure(
     with_ops: bool = True,
     memory: bool = True,
     adb_exe: str | None = None,
-    steps: int | None = None,
-    guidance: float | None = None,
 ) -> Iterator[dict[str, Any]]:
     adb = Adb(adb_exe, timeout)
     runner = check_runner(runner)
-    from ..native.run import is_elasticdit_run
-
-    if is_elasticdit_run(runner):  # the app-side pipeline: measured end to end per point (native/adb.py)
-        from ..native.adb import measure_app
-
-        yield from measure_app(
-            adb, runner, bundle, manifest, points, serial=serial, runs=runs, warmup=warmup, threads=threads,
-            timeout=timeout, memory=memory, steps=steps, guidance=guidance,
-        )  # fmt: skip
-        return
     dev = adb.select(serial)
     yield {"event": "device", "device": device_info(adb, dev, threads)}
     session = AdbSession(adb, runner, threads, timeout)

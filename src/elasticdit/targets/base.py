@@ -11,7 +11,8 @@ A target (`android`: ExecuTorch + XNNPACK, `ios`: Core ML, `onnx`: ONNX Runtime)
 
 The seams later work fills in per target, each with a default here: `reference` (a same-numerics reference for
 `verify`: the quantized model itself), `runtime_ops` (custom operators the runtime must provide, e.g. an SSBA
-kernel), and extra files beside the program (external weights: every file the target writes into the folder is
+kernel), `app_runner` (the native app-side pipeline that runs its bundles: `elasticdit-run` for ExecuTorch
+programs), and extra files beside the program (external weights: every file the target writes into the folder is
 hashed into the manifest's `files`, `Artifact.file` names the one a method is loaded from). docs/design.md lists
 what a new target implements.
 """
@@ -69,6 +70,15 @@ class ProfileBackend(Protocol):
     def ops(self, entry: MethodEntry, inputs: list[torch.Tensor]) -> dict[str, Any] | None: ...
 
 
+class AppRunner(Protocol):
+    """A native app-side pipeline (tokenizer, text encoder, sampler, decoder in one process, as an app runs it):
+    `generate` returns its timings document (docs/runtime.md) and writes the image when given a path."""
+
+    emulated: bool  # run under an emulator: its times are not latencies
+
+    def generate(self, bundle: Path, prompt: str, noise: Any, output: Path | None = None, **options: Any) -> dict: ...
+
+
 class Target(ABC):
     name: str
     default_recipe: str
@@ -93,6 +103,16 @@ class Target(ABC):
         from ..errors import BundleError
 
         raise BundleError(f"{bundle} is an {self.name} bundle; this host cannot time its methods")
+
+    def app_runner(self, bundle: Path, runner: str | Path) -> AppRunner:
+        """The native app-side runner of this target's bundles (`generate --runner`, `profile --runner`): `runner`
+        is "native" (this host's build, made on demand) or a path to a build. None by default."""
+        from ..errors import BundleError
+
+        raise BundleError(
+            f"{bundle} is an {self.name} bundle; no native app-side runner runs it (elasticdit-run runs ExecuTorch "
+            "programs: docs/runtime.md)"
+        )
 
     def reference(self, models: Models, manifest: Manifest, entry: MethodEntry) -> Any | None:
         """A reference with the artifact's own numerics for `verify` (the quantized model itself); None: the
