@@ -184,4 +184,3 @@ def measure_adb(
             yield from timing_events(doc, manifest, point, i == 0, memory)
     finally:
         session.cleanup()
-
