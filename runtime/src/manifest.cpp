@@ -1,9 +1,11 @@
 #include "elasticdit/manifest.h"
 
+#include <cmath>
 #include <nlohmann/json.hpp>
 
 #include "elasticdit/errors.h"
 #include "elasticdit/files.h"
+#include "elasticdit/tokenizer.h"
 
 namespace elasticdit {
 
@@ -111,6 +113,15 @@ const PointEntry& Manifest::point(const std::string& name) const {
 
 std::string Manifest::path_of(const std::string& file) const { return join_path(bundle_dir, file); }
 
+Schedule Manifest::schedule(const std::string& name_or_spec, int steps) const {
+  auto it = schedules.find(name_or_spec);
+  Schedule s = Schedule::from_phases(it != schedules.end() ? it->second : parse_schedule_spec(name_or_spec), steps);
+  for (const std::string& p : s.points) {
+    point(p);  // Error(Usage) naming the valid points
+  }
+  return s;
+}
+
 Manifest read_manifest(const std::string& bundle_dir) {
   if (!is_dir(bundle_dir)) {
     throw Error(ErrorKind::Bundle, bundle_dir + " is not a bundle folder");
@@ -184,15 +195,35 @@ Manifest read_manifest(const std::string& bundle_dir) {
       m.text_encoder = t;
       const json& tok = r.at(te, "tokenizer", "text_encoder");
       TokenizerSpec spec;
-      spec.kind = r.str(tok, "kind", "tokenizer");
-      spec.length = static_cast<int64_t>(r.number(tok, "length", "tokenizer"));
-      if (tok.contains("vocab") && tok["vocab"].is_array()) {
-        for (const json& w : tok["vocab"]) {
-          spec.vocab.push_back(w.get<std::string>());
+      try {
+        spec = parse_tokenizer_spec(tok.dump());
+      } catch (const Error& e) {
+        throw r.bad(std::string("text_encoder's tokenizer: ") + e.what());
+      }
+      m.tokenizer = spec;
+    }
+    if (doc.contains("schedules") && !doc["schedules"].is_null()) {
+      const json& named = doc["schedules"];
+      if (!named.is_object()) {
+        throw r.bad("'schedules' is not an object of named schedules");
+      }
+      for (const auto& [name, phases] : named.items()) {
+        if (!phases.is_array() || phases.empty()) {
+          throw r.bad("schedule '" + name + "' is not a non-empty list of phases");
+        }
+        double total = 0.0;
+        for (const json& phase : phases) {
+          const double share = r.number(phase, "share", "schedule " + name);
+          if (!(share > 0)) {
+            throw r.bad("schedule '" + name + "' has a share that is not above 0");
+          }
+          m.schedules[name].push_back({r.str(phase, "point", "schedule " + name), share});
+          total += share;
+        }
+        if (std::fabs(total - 1.0) > 1e-6) {
+          throw r.bad("schedule '" + name + "' has shares summing to " + std::to_string(total) + ", not 1");
         }
       }
-      spec.json = tok.dump();
-      m.tokenizer = spec;
     }
     for (const json& f : r.at(doc, "files", "the manifest")) {
       m.files.push_back({r.str(f, "path", "a file entry"), static_cast<int64_t>(r.number(f, "bytes", "a file entry"))});

@@ -1,5 +1,7 @@
 #include "elasticdit/sampler.h"
 
+#include <cmath>
+#include <cstdlib>
 #include <sstream>
 
 #include "elasticdit/errors.h"
@@ -54,6 +56,76 @@ Schedule Schedule::per_step(const std::string& csv, int steps) {
   if (s.steps() != steps) {
     throw Error(ErrorKind::Usage, "--per-step names " + std::to_string(s.steps()) + " operating points for " +
                                       std::to_string(steps) + " steps (one per step)");
+  }
+  return s;
+}
+
+std::vector<SchedulePhase> parse_schedule_spec(const std::string& spec) {
+  auto bad = [&](const std::string& what) { return Error(ErrorKind::Usage, "schedule '" + spec + "': " + what); };
+  auto trim = [](std::string t) {
+    const size_t a = t.find_first_not_of(" \t"), b = t.find_last_not_of(" \t");
+    return a == std::string::npos ? std::string() : t.substr(a, b - a + 1);
+  };
+  const std::string text = trim(spec);
+  if (text.empty()) {
+    throw Error(ErrorKind::Usage, "a schedule is empty: give POINT or POINT:SHARE,POINT:SHARE,...");
+  }
+  std::vector<std::string> parts;
+  std::stringstream in(text);
+  for (std::string part; std::getline(in, part, ',');) {
+    parts.push_back(trim(part));
+  }
+  if (text.back() == ',') {
+    parts.push_back("");
+  }
+  if (parts.size() == 1 && parts[0].find(':') == std::string::npos) {
+    return {SchedulePhase{parts[0], 1.0}};
+  }
+  std::vector<SchedulePhase> phases;
+  double total = 0.0;
+  for (const std::string& part : parts) {
+    const size_t colon = part.find(':');
+    const std::string point = colon == std::string::npos ? "" : trim(part.substr(0, colon));
+    const std::string share = colon == std::string::npos ? "" : trim(part.substr(colon + 1));
+    if (point.empty() || share.empty() || share.find(':') != std::string::npos) {
+      throw bad("'" + part + "' is not POINT:SHARE (every phase of a schedule needs both)");
+    }
+    char* end = nullptr;
+    const double value = std::strtod(share.c_str(), &end);
+    if (*end != '\0') {
+      throw bad("share '" + share + "' is not a number");
+    }
+    if (!std::isfinite(value) || value <= 0) {
+      throw bad("share " + share + " must be a number above 0");
+    }
+    phases.push_back({point, value});
+    total += value;
+  }
+  if (std::fabs(total - 1.0) > 1e-6) {
+    throw bad("the shares sum to " + std::to_string(total) + ", not 1");
+  }
+  return phases;
+}
+
+Schedule Schedule::from_phases(const std::vector<SchedulePhase>& phases, int steps) {
+  if (phases.empty() || steps < 1) {
+    throw Error(ErrorKind::Usage, "a schedule needs a phase and at least one step");
+  }
+  std::vector<double> cumulative;
+  double total = 0.0;
+  for (const SchedulePhase& p : phases) {
+    total += p.share;
+    cumulative.push_back(total);
+  }
+  cumulative.back() = 1.0;
+  Schedule s;
+  for (int i = 0; i < steps; ++i) {
+    const double at = (i + 0.5) / steps;
+    size_t k = 0;
+    while (k + 1 < cumulative.size() && !(at < cumulative[k])) {
+      ++k;
+    }
+    s.points.push_back(phases[k].point);
   }
   return s;
 }

@@ -1,82 +1,101 @@
 #include "elasticdit/tokenizer.h"
 
+#include <algorithm>
 #include <map>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <unordered_map>
 
+#include "elasticdit/clip_bpe.h"
 #include "elasticdit/errors.h"
+#include "elasticdit/files.h"
+#include "elasticdit/unicode.h"
 
 namespace elasticdit {
 
 namespace {
 
-// Code points for which Python's str.isspace() is true (what str.split() with no argument splits at).
-bool is_python_space(uint32_t c) {
-  switch (c) {
-    case 0x09: case 0x0a: case 0x0b: case 0x0c: case 0x0d: case 0x1c: case 0x1d: case 0x1e: case 0x1f:
-    case 0x20: case 0x85: case 0xa0: case 0x1680: case 0x2028: case 0x2029: case 0x202f: case 0x205f:
-    case 0x3000:
-      return true;
-    default:
-      return c >= 0x2000 && c <= 0x200a;
+// The tokenizer block of a manifest (or of a part of one): its JSON, and a named error for a bad key.
+nlohmann::json spec_json(const TokenizerSpec& spec) {
+  try {
+    return nlohmann::json::parse(spec.json);
+  } catch (const nlohmann::json::parse_error& e) {
+    throw Error(ErrorKind::Tokenizer, std::string("the tokenizer block is not valid JSON: ") + e.what());
   }
 }
 
-// UTF-8 -> code points; Error(Tokenizer) on malformed input (Python would never see such a str).
-std::vector<uint32_t> decode_utf8(const std::string& s) {
-  std::vector<uint32_t> out;
-  size_t i = 0;
-  while (i < s.size()) {
-    const unsigned char b = static_cast<unsigned char>(s[i]);
-    int extra;
-    uint32_t c;
-    if (b < 0x80) {
-      extra = 0, c = b;
-    } else if ((b & 0xe0) == 0xc0 && b >= 0xc2) {
-      extra = 1, c = b & 0x1f;
-    } else if ((b & 0xf0) == 0xe0) {
-      extra = 2, c = b & 0x0f;
-    } else if ((b & 0xf8) == 0xf0 && b <= 0xf4) {
-      extra = 3, c = b & 0x07;
-    } else {
-      throw Error(ErrorKind::Tokenizer, "the prompt is not valid UTF-8 (byte " + std::to_string(i) + ")");
-    }
-    if (i + static_cast<size_t>(extra) >= s.size() && extra > 0) {
-      throw Error(ErrorKind::Tokenizer, "the prompt is not valid UTF-8 (truncated sequence at the end)");
-    }
-    for (int k = 1; k <= extra; ++k) {
-      const unsigned char cb = static_cast<unsigned char>(s[i + k]);
-      if ((cb & 0xc0) != 0x80) {
-        throw Error(ErrorKind::Tokenizer, "the prompt is not valid UTF-8 (byte " + std::to_string(i + k) + ")");
-      }
-      c = (c << 6) | (cb & 0x3f);
-    }
-    const bool overlong = (extra == 2 && c < 0x800) || (extra == 3 && c < 0x10000);
-    if (overlong || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff)) {
-      throw Error(ErrorKind::Tokenizer, "the prompt is not valid UTF-8 (byte " + std::to_string(i) + ")");
-    }
-    out.push_back(c);
-    i += static_cast<size_t>(extra) + 1;
+int64_t integer(const nlohmann::json& block, const char* key, const std::string& kind) {
+  if (!block.contains(key) || !block.at(key).is_number_integer()) {
+    throw Error(ErrorKind::Tokenizer, "the " + kind + " tokenizer needs an integer '" + key + "'");
   }
-  return out;
+  return block.at(key).get<int64_t>();
 }
 
-void append_utf8(std::string& out, uint32_t c) {
-  if (c < 0x80) {
-    out += static_cast<char>(c);
-  } else if (c < 0x800) {
-    out += static_cast<char>(0xc0 | (c >> 6));
-    out += static_cast<char>(0x80 | (c & 0x3f));
-  } else if (c < 0x10000) {
-    out += static_cast<char>(0xe0 | (c >> 12));
-    out += static_cast<char>(0x80 | ((c >> 6) & 0x3f));
-    out += static_cast<char>(0x80 | (c & 0x3f));
-  } else {
-    out += static_cast<char>(0xf0 | (c >> 18));
-    out += static_cast<char>(0x80 | ((c >> 12) & 0x3f));
-    out += static_cast<char>(0x80 | ((c >> 6) & 0x3f));
-    out += static_cast<char>(0x80 | (c & 0x3f));
+// A file the tokenizer block names, read from inside the bundle (no absolute path, no "..").
+std::string bundle_file(const nlohmann::json& block, const char* key, const std::string& kind,
+                        const std::string& bundle_dir) {
+  if (!block.contains(key) || !block.at(key).is_string()) {
+    throw Error(ErrorKind::Tokenizer, "the " + kind + " tokenizer needs a file '" + key + "'");
   }
+  const std::string rel = block.at(key).get<std::string>();
+  if (rel.empty() || rel[0] == '/' || rel.find("..") != std::string::npos) {
+    throw Error(ErrorKind::Tokenizer, "the " + kind + " tokenizer's " + key + " '" + rel + "' is outside the bundle");
+  }
+  const std::string path = join_path(bundle_dir, rel);
+  if (!is_file(path)) {
+    throw Error(ErrorKind::Tokenizer, "the " + kind + " tokenizer's " + key + " '" + rel + "' is missing");
+  }
+  return read_file(path);
+}
+
+std::unique_ptr<Tokenizer> make_clip_bpe(const TokenizerSpec& spec, const std::string& bundle_dir) {
+  const nlohmann::json block = spec_json(spec);
+  ClipSpecials specials;
+  specials.bos = integer(block, "bos", "clip_bpe");
+  specials.eos = integer(block, "eos", "clip_bpe");
+  specials.pad = integer(block, "pad", "clip_bpe");
+  if (block.contains("unk")) {
+    specials.unk = integer(block, "unk", "clip_bpe");
+  }
+  if (block.contains("extra_tokens")) {
+    const nlohmann::json& extra = block.at("extra_tokens");
+    if (!extra.is_array() || !std::all_of(extra.begin(), extra.end(), [](const auto& t) { return t.is_string(); })) {
+      throw Error(ErrorKind::Tokenizer, "the clip_bpe tokenizer's 'extra_tokens' must be a list of strings");
+    }
+    specials.extra = extra.get<std::vector<std::string>>();
+  }
+  return std::make_unique<ClipBpeTokenizer>(bundle_file(block, "vocab", "clip_bpe", bundle_dir),
+                                            bundle_file(block, "merges", "clip_bpe", bundle_dir),
+                                            integer(block, "length", "clip_bpe"), specials);
+}
+
+// "concat": each part's ids in order (SD3: CLIP-L, CLIP-G, T5), one row for encode_text.
+class ConcatTokenizer : public Tokenizer {
+ public:
+  explicit ConcatTokenizer(std::vector<std::unique_ptr<Tokenizer>> parts) : parts_(std::move(parts)) {}
+  std::vector<int64_t> encode(const std::string& prompt) const override {
+    std::vector<int64_t> ids;
+    for (const auto& part : parts_) {
+      std::vector<int64_t> row = part->encode(prompt);
+      ids.insert(ids.end(), row.begin(), row.end());
+    }
+    return ids;
+  }
+
+ private:
+  std::vector<std::unique_ptr<Tokenizer>> parts_;
+};
+
+std::unique_ptr<Tokenizer> make_concat(const TokenizerSpec& spec, const std::string& bundle_dir) {
+  const nlohmann::json block = spec_json(spec);
+  if (!block.contains("parts") || !block.at("parts").is_array() || block.at("parts").empty()) {
+    throw Error(ErrorKind::Tokenizer, "the concat tokenizer needs a non-empty list 'parts'");
+  }
+  std::vector<std::unique_ptr<Tokenizer>> parts;
+  for (const nlohmann::json& part : block.at("parts")) {
+    parts.push_back(make_tokenizer(parse_tokenizer_spec(part.dump()), bundle_dir));
+  }
+  return std::make_unique<ConcatTokenizer>(std::move(parts));
 }
 
 std::map<std::string, TokenizerFactory>& registry() {
@@ -85,6 +104,8 @@ std::map<std::string, TokenizerFactory>& registry() {
        [](const TokenizerSpec& spec, const std::string&) -> std::unique_ptr<Tokenizer> {
          return std::make_unique<WordTokenizer>(spec.vocab, spec.length);
        }},
+      {"clip_bpe", make_clip_bpe},
+      {"concat", make_concat},
   };
   return factories;
 }
@@ -156,6 +177,28 @@ std::vector<int64_t> WordTokenizer::encode(const std::string& prompt) const {
   }
   ids.resize(static_cast<size_t>(length_), kPad);
   return ids;
+}
+
+TokenizerSpec parse_tokenizer_spec(const std::string& json_text) {
+  TokenizerSpec spec;
+  spec.json = json_text;
+  const nlohmann::json block = spec_json(spec);
+  if (!block.is_object() || !block.contains("kind") || !block.at("kind").is_string()) {
+    throw Error(ErrorKind::Tokenizer, "a tokenizer block needs a string 'kind'");
+  }
+  spec.kind = block.at("kind").get<std::string>();
+  if (block.contains("length")) {
+    spec.length = integer(block, "length", spec.kind);
+  }
+  if (block.contains("vocab") && block.at("vocab").is_array()) {
+    for (const nlohmann::json& w : block.at("vocab")) {
+      if (!w.is_string()) {
+        throw Error(ErrorKind::Tokenizer, "the " + spec.kind + " tokenizer's vocabulary holds a non-string");
+      }
+      spec.vocab.push_back(w.get<std::string>());
+    }
+  }
+  return spec;
 }
 
 void register_tokenizer(const std::string& kind, TokenizerFactory factory) {

@@ -1,10 +1,11 @@
 // elasticdit-run: the app-side pipeline from the command line (see docs/runtime.md).
 //
 //   elasticdit-run generate BUNDLE --prompt TEXT --noise NOISE.npy [-o OUT.png|OUT.ppm] [--op NAME |
-//       --per-step A,B,...] [--steps N] [--cfg S] [--runs N] [--warmup N] [--threads N] [--load-mode mmap|file]
+//       --schedule NAME|SPEC | --per-step A,B,...] [--steps N] [--cfg S] [--runs N] [--warmup N] [--threads N] [--load-mode mmap|file]
 //       [--no-warm-load] [--timings FILE.json] [--json] [--dump DIR] [--verbose]
 //   elasticdit-run methods BUNDLE --out DIR [--inputs DIR] [--threads N] [--load-mode mmap|file] [--verbose]
-//   elasticdit-run tokenize BUNDLE (--prompt TEXT | --prompts FILE.json)
+//   elasticdit-run schedule BUNDLE --schedule NAME|SPEC [--steps N]
+//   elasticdit-run tokenize (BUNDLE | --tokenizer BLOCK.json) (--prompt TEXT | --prompts FILE.json)
 //   elasticdit-run --version
 //
 // Errors: one line `error: <Name>: <message>` on stderr and a non-zero exit code per kind (errors.h).
@@ -35,10 +36,11 @@ namespace {
 
 const char* kUsage =
     "usage: elasticdit-run generate BUNDLE --prompt TEXT --noise NOISE.npy [-o OUT.png|OUT.ppm] [--op NAME | "
-    "--per-step A,B,...] [--steps N] [--cfg S] [--runs N] [--warmup N] [--threads N] [--load-mode mmap|file] "
+    "--schedule NAME|SPEC | --per-step A,B,...] [--steps N] [--cfg S] [--runs N] [--warmup N] [--threads N] [--load-mode mmap|file] "
     "[--no-warm-load] [--timings FILE.json] [--json] [--dump DIR] [--verbose]\n"
     "       elasticdit-run methods BUNDLE --out DIR [--inputs DIR] [--threads N] [--load-mode mmap|file] [--verbose]\n"
-    "       elasticdit-run tokenize BUNDLE (--prompt TEXT | --prompts FILE.json)\n"
+    "       elasticdit-run schedule BUNDLE --schedule NAME|SPEC [--steps N]\n"
+    "       elasticdit-run tokenize (BUNDLE | --tokenizer BLOCK.json) (--prompt TEXT | --prompts FILE.json)\n"
     "       elasticdit-run --version\n";
 
 struct Args {
@@ -111,7 +113,7 @@ Args parse(int argc, char** argv, const std::set<std::string>& valued, const std
       throw Error(ErrorKind::Usage, "unexpected argument '" + arg + "' (one BUNDLE folder)");
     }
   }
-  if (a.bundle.empty()) {
+  if (a.bundle.empty() && !(a.command == "tokenize" && a.has("tokenizer"))) {
     throw Error(ErrorKind::Usage, "'" + a.command + "' needs a BUNDLE folder");
   }
   return a;
@@ -126,6 +128,43 @@ void setup(const Args& a) {
   set_threads(static_cast<int>(threads));
 }
 
+int steps_of(const Args& a, const Manifest& manifest) {
+  const long steps = a.integer("steps", manifest.steps);
+  if (steps < 1) {
+    throw Error(ErrorKind::Usage, "--steps must be positive, got " + std::to_string(steps));
+  }
+  return static_cast<int>(steps);
+}
+
+// The per-step points of --per-step, --schedule (a name in the manifest's "schedules", else a spec) or --op.
+Schedule schedule_of(const Args& a, const Manifest& manifest) {
+  if (a.has("per-step")) {
+    const std::string csv = a.get("per-step");
+    const long count = 1 + static_cast<long>(std::count(csv.begin(), csv.end(), ','));
+    return Schedule::per_step(csv, static_cast<int>(a.integer("steps", count)));
+  }
+  if (a.has("schedule")) {
+    return manifest.schedule(a.get("schedule"), steps_of(a, manifest));
+  }
+  return Schedule::single(a.get("op", manifest.default_point), steps_of(a, manifest));
+}
+
+// The operating point of every step, as JSON: what a schedule means for this bundle and step count.
+int schedule(const Args& a) {
+  if (!a.has("schedule")) {
+    throw Error(ErrorKind::Usage, "schedule needs --schedule NAME|SPEC");
+  }
+  const Manifest manifest = read_manifest(a.bundle);
+  const Schedule s = schedule_of(a, manifest);
+  std::string points;
+  for (const std::string& p : s.points) {
+    points += (points.empty() ? "\"" : ", \"") + p + "\"";
+  }
+  std::printf("{\"schedule\": \"%s\", \"steps\": %d, \"points\": [%s]}\n", a.get("schedule").c_str(), s.steps(),
+              points.c_str());
+  return 0;
+}
+
 int generate(const Args& a) {
   setup(a);
   if (!a.has("prompt")) {
@@ -136,8 +175,8 @@ int generate(const Args& a) {
                 "generate needs --noise FILE.npy, the initial latent (torch's seeded generator cannot be reproduced "
                 "here: `elasticdit generate --runner native --seed S` writes the seed's noise and passes it)");
   }
-  if (a.has("op") && a.has("per-step")) {
-    throw Error(ErrorKind::Usage, "give --op or --per-step, not both");
+  if (a.has("op") + a.has("per-step") + a.has("schedule") > 1) {
+    throw Error(ErrorKind::Usage, "give one of --op, --schedule, --per-step");
   }
   const long runs = a.integer("runs", 1), warmup = a.integer("warmup", 0);
   if (runs < 1 || warmup < 0) {
@@ -150,18 +189,7 @@ int generate(const Args& a) {
     throw Error(ErrorKind::Usage, "-o must name a .png or .ppm file, got " + output);
   }
   Manifest manifest = read_manifest(a.bundle);
-  Schedule schedule;
-  if (a.has("per-step")) {
-    const std::string csv = a.get("per-step");
-    const long count = 1 + static_cast<long>(std::count(csv.begin(), csv.end(), ','));
-    schedule = Schedule::per_step(csv, static_cast<int>(a.integer("steps", count)));
-  } else {
-    const long steps = a.integer("steps", manifest.steps);
-    if (steps < 1) {
-      throw Error(ErrorKind::Usage, "--steps must be positive, got " + std::to_string(steps));
-    }
-    schedule = Schedule::single(a.get("op", manifest.default_point), static_cast<int>(steps));
-  }
+  const Schedule schedule = schedule_of(a, manifest);
   const double guidance = a.number("cfg", manifest.guidance);
   if (guidance < 0) {
     throw Error(ErrorKind::Usage, "--cfg must be non-negative");
@@ -325,12 +353,25 @@ int methods(const Args& a) {
 }
 
 // The ids encode_text gets: one JSON list for --prompt, a list of lists for --prompts (a JSON list of strings).
+// The tokenizer is the bundle's, or --tokenizer: a JSON file holding a manifest's tokenizer block, whose files
+// are named relative to that file's folder (to check a tokenizer without exporting a bundle).
 int tokenize(const Args& a) {
-  Manifest manifest = read_manifest(a.bundle);
-  if (!manifest.tokenizer) {
-    throw Error(ErrorKind::Bundle, a.bundle + " has no text encoder, so no tokenizer");
+  std::unique_ptr<Tokenizer> tokenizer;
+  if (a.has("tokenizer")) {
+    if (!a.bundle.empty()) {
+      throw Error(ErrorKind::Usage, "tokenize takes a BUNDLE or --tokenizer BLOCK.json, not both");
+    }
+    const std::string path = a.get("tokenizer");
+    const size_t slash = path.rfind('/');
+    tokenizer = make_tokenizer(parse_tokenizer_spec(read_file(path)),
+                               slash == std::string::npos ? "." : path.substr(0, slash));
+  } else {
+    Manifest manifest = read_manifest(a.bundle);
+    if (!manifest.tokenizer) {
+      throw Error(ErrorKind::Bundle, a.bundle + " has no text encoder, so no tokenizer");
+    }
+    tokenizer = make_tokenizer(*manifest.tokenizer, manifest.bundle_dir);
   }
-  std::unique_ptr<Tokenizer> tokenizer = make_tokenizer(*manifest.tokenizer, manifest.bundle_dir);
   auto ids_json = [&](const std::string& prompt) {
     std::string out = "[";
     for (int64_t id : tokenizer->encode(prompt)) {
@@ -368,8 +409,8 @@ int main(int argc, char** argv) {
     }
     const std::set<std::string> common{"threads", "load-mode"};
     if (command == "generate") {
-      std::set<std::string> valued{"prompt", "noise", "output", "op", "per-step", "steps", "cfg", "runs", "warmup",
-                                   "timings", "dump"};
+      std::set<std::string> valued{"prompt", "noise", "output", "op", "per-step", "schedule", "steps", "cfg", "runs",
+                                   "warmup", "timings", "dump"};
       valued.insert(common.begin(), common.end());
       return generate(parse(argc, argv, valued, {"json", "no-warm-load", "verbose"}));
     }
@@ -378,10 +419,13 @@ int main(int argc, char** argv) {
       valued.insert(common.begin(), common.end());
       return methods(parse(argc, argv, valued, {"verbose"}));
     }
-    if (command == "tokenize") {
-      return tokenize(parse(argc, argv, {"prompt", "prompts"}, {}));
+    if (command == "schedule") {
+      return schedule(parse(argc, argv, {"schedule", "steps"}, {}));
     }
-    throw Error(ErrorKind::Usage, "unknown command '" + command + "' (generate, methods, tokenize, --version)");
+    if (command == "tokenize") {
+      return tokenize(parse(argc, argv, {"prompt", "prompts", "tokenizer"}, {}));
+    }
+    throw Error(ErrorKind::Usage, "unknown command '" + command + "' (generate, methods, schedule, tokenize, --version)");
   } catch (const Error& e) {
     std::fprintf(stderr, "error: %s: %s\n", error_name(e.kind()), e.what());
     return exit_code(e.kind());

@@ -4,10 +4,12 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "elasticdit/sampler.h"
 #include "elasticdit/tensor.h"
 
 namespace elasticdit {
@@ -63,10 +65,13 @@ struct Manifest {
   std::optional<MethodEntry> decoder;
   std::optional<MethodEntry> text_encoder;
   std::optional<TokenizerSpec> tokenizer;
+  std::map<std::string, std::vector<SchedulePhase>> schedules;  // named step schedules ("schedules", optional)
   std::vector<FileEntry> files;
 
   const PointEntry& point(const std::string& name) const;  // throws Error(Usage) naming the valid points
   std::string path_of(const std::string& file) const;      // bundle_dir/file
+  // --schedule's value: a name in `schedules`, else a spec (POINT or POINT:SHARE,...), as per-step points.
+  Schedule schedule(const std::string& name_or_spec, int steps) const;
 };
 
 // Reads and checks `bundle_dir/manifest.json`: format, version, target (android), required keys, and that every

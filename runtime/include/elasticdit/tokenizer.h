@@ -1,7 +1,8 @@
 // Prompt -> token ids for the bundle's `encode_text` method. The manifest's tokenizer block names a kind; each
 // kind has a factory. Built in: "words" (the demo's word tokenizer, exactly `text_encoder.tokenize` in the
-// Python package). Another kind (e.g. CLIP's byte-level BPE, whose vocabulary and merges files ship inside the
-// bundle) plugs in with `register_tokenizer` without touching the pipeline.
+// Python package), "clip_bpe" (CLIP's byte-level BPE from the bundle's vocab.json and merges.txt: clip_bpe.h) and
+// "concat" (the parts' ids in order: SD3's CLIP-L | CLIP-G | T5 row). Another kind plugs in with
+// `register_tokenizer` without touching the pipeline.
 #pragma once
 
 #include <cstdint>
@@ -40,6 +41,10 @@ class WordTokenizer : public Tokenizer {
 
 using TokenizerFactory = std::function<std::unique_ptr<Tokenizer>(const TokenizerSpec& spec,
                                                                   const std::string& bundle_dir)>;
+
+// A tokenizer block (JSON text): its kind, and `length` and `vocab` where given; Error(Tokenizer) when it is no
+// object with a string "kind".
+TokenizerSpec parse_tokenizer_spec(const std::string& json_text);
 
 // Adds (or replaces) the factory for a tokenizer kind.
 void register_tokenizer(const std::string& kind, TokenizerFactory factory);
