@@ -4,11 +4,13 @@ spec or a name in the manifest's "schedules", and a scheduled run equals the sam
 (itself checked step by step against the Python sampler in test_native_runtime.py).
 
 The `schedules` branch (elasticdit.schedules) has not landed on main yet, so the rule is checked against the
-contract reimplemented here, in Python's float arithmetic."""
+contract reimplemented here in Python's float arithmetic, with that branch's refinement: each cumulative share
+rounded to 9 decimals, so 0.1 + 0.2 is the boundary 0.3 (a case below)."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 
@@ -24,7 +26,7 @@ def contract_points(phases: list[tuple[str, float]], steps: int) -> list[str]:
     cumulative, total = [], 0.0
     for _, share in phases:
         total += share
-        cumulative.append(total)
+        cumulative.append(math.floor(total * 1e9 + 0.5) / 1e9)
     cumulative[-1] = 1.0
     return [phases[next(k for k, c in enumerate(cumulative) if (i + 0.5) / steps < c)][0] for i in range(steps)]
 
@@ -62,7 +64,7 @@ def points(native, bundle, schedule: str, steps: int) -> list[str]:
 CASES = [
     [("r2_d2", 0.3), ("r1_d4", 0.7)],
     [("r2_d2", 0.5), ("r1_d4", 0.5)],  # a boundary at (i + 0.5) / N exactly for odd N
-    [("r1_d4", 0.1), ("r2_d2", 0.2), ("r1_d4", 0.7)],  # 0.1 + 0.2 is not 0.3 in binary
+    [("r1_d4", 0.1), ("r2_d2", 0.2), ("r1_d4", 0.7)],  # 0.1 + 0.2 is not 0.3 in binary: rounded, it is
     [("r2_d2", 1 / 3), ("r1_d4", 1 / 3), ("r2_d2", 1 / 3)],
     [("r1_d4", 0.25), ("r2_d2", 0.25), ("r1_d4", 0.25), ("r2_d2", 0.25)],
     [("r2_d2", 0.05), ("r1_d4", 0.95)],  # a phase that gets no step at small N
@@ -82,6 +84,8 @@ def test_named_schedules_and_plain_points(native, bundle):
     # the boundary: step 1 of 3 sits at (1 + 0.5) / 3 = 0.5 = C_1, which is not < C_1 (a rule with <= differs)
     half = [("r2_d2", 0.5), ("r1_d4", 0.5)]
     assert points(native, bundle, spec_of(half), 3) == ["r2_d2", "r1_d4", "r1_d4"]
+    # 0.1 + 0.2 rounded to 9 decimals is the boundary 0.3 that step 1 of 5 sits on: r1_d4 (unrounded: r2_d2)
+    assert points(native, bundle, "r1_d4:0.1,r2_d2:0.2,r1_d4:0.7", 5) == ["r2_d2"] + ["r1_d4"] * 4
 
 
 @pytest.mark.parametrize(

@@ -113,9 +113,9 @@ Schedule Schedule::from_phases(const std::vector<SchedulePhase>& phases, int ste
   }
   std::vector<double> cumulative;
   double total = 0.0;
-  for (const SchedulePhase& p : phases) {
-    total += p.share;
-    cumulative.push_back(total);
+  for (const SchedulePhase& p : phases) {  // rounded to 9 decimals: a midpoint on a boundary compares as the
+    total += p.share;                       // decimal shares say (0.1 + 0.2 is 0.3 here, as in schedules.py)
+    cumulative.push_back(std::floor(total * 1e9 + 0.5) / 1e9);
   }
   cumulative.back() = 1.0;
   Schedule s;

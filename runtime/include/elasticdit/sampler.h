@@ -34,8 +34,8 @@ struct Schedule {
   std::vector<std::string> points;
 
   static Schedule single(const std::string& point, int steps);
-  // With cumulative shares C_1 < ... < C_m (summed left to right in double, the last taken as exactly 1), step
-  // i of `steps` runs phase min{k : (i + 0.5) / steps < C_k}.
+  // With cumulative shares C_1 < ... < C_m (summed left to right in double, each rounded to 9 decimals, the last
+  // taken as exactly 1), step i of `steps` runs phase min{k : (i + 0.5) / steps < C_k}.
   static Schedule from_phases(const std::vector<SchedulePhase>& phases, int steps);
   // "r4_d3,r4_d3,r1_d6": exactly `steps` comma-separated names (Error(Usage) otherwise).
   static Schedule per_step(const std::string& csv, int steps);
