@@ -50,7 +50,12 @@ def profile(
         typer.Option(help='Quality per operating point: JSON {"operating_points": [{"name", "score"}]}.'),
     ] = None,
     runner: Annotated[
-        Path | None, typer.Option(help="adb: ExecuTorch's executor_runner built for Android arm64-v8a.")
+        Path | None,
+        typer.Option(
+            help="adb: ExecuTorch's executor_runner (per method, per-op breakdown) or elasticdit-run (whole pipelines "
+            "timed end to end), built for Android arm64-v8a. host: 'native' (elasticdit-run, built on demand) or an "
+            "elasticdit-run build."
+        ),
     ] = None,
     identity: Annotated[Path | None, typer.Option(help="ssh: private key file.")] = None,
     known_hosts: Annotated[Path | None, typer.Option(help="ssh: known_hosts file (host key checked strictly).")] = None,
@@ -111,7 +116,8 @@ def profile(
                 f"{d['min']:.2f} / {d['median']:.2f} / {d['p90']:.2f}",
                 f"{p['decode_ms']['median']:.2f}" if p["decode_ms"] else "-",
                 f"{p['text_encoder_ms']['median']:.2f}" if p["text_encoder_ms"] else "-",
-                f"{p['e2e_ms']:.1f}",
+                f"{p['e2e_ms']:.1f}"
+                + (f" ({p['e2e_measured_ms']['median']:.1f} meas.)" if p.get("e2e_measured_ms") else ""),
                 f"{p['peak_memory_mb']:.1f}" if p["peak_memory_mb"] is not None else "-",
                 f"{escape(top['name'])} {top['share']:.0%}" if top else "-",
             )

@@ -49,28 +49,49 @@ def generate(
     ] = None,
     resolution: ResolutionChoiceOpt = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads for a bundle's runtime.", show_default=False)] = None,
+    runner: Annotated[
+        str,
+        typer.Option(
+            help="python: this process (the bundle's runtime or the PyTorch reference); native: the bundle's C++ "
+            "app-side runner, elasticdit-run (built on demand, docs/runtime.md); or a path to an elasticdit-run build."
+        ),
+    ] = "python",
     as_json: JsonOpt = False,
 ) -> None:
     """Text to image on this host: a bundle through its methods, or a checkpoint through the PyTorch reference."""
-    from ..generation import generate_image, open_source
+    from ..generation import GenerationError, generate_image, open_source
     from ..progress import reporter
     from .app import parse_resolution
 
-    src = open_source(source, threads, parse_resolution(resolution) if resolution else None)
+    if runner == "python":
+        src = open_source(source, threads, parse_resolution(resolution) if resolution else None)
+    else:
+        from ..native_generation import AppRunnerSource
+
+        if resolution:
+            raise GenerationError("--resolution with --runner native: elasticdit-run runs the default resolution")
+        src = AppRunnerSource(source, runner, threads)
     total, _ = src.settings(steps, cfg)
     with reporter(total) as report:
-        report.stage(f"denoising ({src.kind})")
+        report.stage(f"denoising ({src.kind}{'' if runner == 'python' else ', elasticdit-run'})")
         summary = generate_image(
             src, prompt, output, op, steps, cfg, seed, on_step=lambda i, s: report.advance(), noise=noise
         )
+    timings = getattr(src, "timings", None)
+    if timings is not None:
+        summary.update(runner=runner, timings=timings)
     if as_json:
         print_json(summary)
         return
+    app = ""
+    if timings is not None:
+        e2e, load = timings["e2e_ms"]["median"], timings["load_ms"]["first"]["total"]
+        app = f"; elasticdit-run: e2e {e2e:.1f} ms, load {load:.1f} ms, peak RSS {timings['peak_rss_mb']} MB"
     start = f"noise {summary['noise']}" if noise else f"seed {summary['seed']}"
     out.print(
         f"wrote {summary['output']}: {summary['prompt']!r} at {summary['operating_point']} "
         f"({summary['gflops']:.3f} GFLOPs/step), {summary['steps']} steps, cfg {summary['guidance']:g}, "
-        f"{start} ({summary['kind']})",
+        f"{start} ({summary['kind']}{app})",
         highlight=False,
         soft_wrap=True,
     )

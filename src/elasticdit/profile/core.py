@@ -29,7 +29,7 @@ class ProfileRequest:
     guidance: float | None = None
     out: Path | None = None
     quality: Path | None = None
-    runner: Path | None = None  # adb: the arm64 executor_runner
+    runner: Path | None = None  # adb: the arm64 executor_runner or elasticdit-run; host: "native" or elasticdit-run
     identity: Path | None = None  # ssh
     known_hosts: Path | None = None  # ssh
     remote_python: str | None = None  # ssh
@@ -96,8 +96,28 @@ def _validate(req: ProfileRequest) -> None:
         raise ProfileError("--timeout must be positive")
 
 
+def app_runner(req: ProfileRequest, spec: DeviceSpec) -> bool:
+    """Whether `--runner` asks for the app-side runner: any runner on the host ("native" or a build), an
+    elasticdit-run build (told by its marker) over adb; executor_runner keeps the per-method path."""
+    if req.runner is None or spec.kind not in ("host", "adb"):
+        return False
+    if spec.kind == "host":
+        return True
+    from ..native.run import is_elasticdit_run
+
+    path = Path(req.runner).expanduser()
+    return path.is_file() and is_elasticdit_run(path)
+
+
 def events_for(req: ProfileRequest, spec: DeviceSpec, manifest: Any, points: list[Any]) -> Iterator[dict]:
     common = {"runs": req.runs, "warmup": req.warmup, "threads": req.threads}
+    if app_runner(req, spec):  # whole pipelines in elasticdit-run, timed end to end
+        from . import elasticdit_run
+
+        app = {"runner": req.runner, "steps": req.steps, "guidance": req.guidance, "memory": req.memory, **common}
+        if spec.kind == "host":
+            return elasticdit_run.measure_host(req.bundle, manifest, points, **app)
+        return elasticdit_run.measure_adb(req.bundle, manifest, points, serial=spec.serial, timeout=req.timeout, **app)
     if spec.kind in ("host", "ios"):  # in this process: the target's profile backend (Core ML on a Mac for ios)
         from .host import measure
 

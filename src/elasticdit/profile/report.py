@@ -85,6 +85,7 @@ def build_report(
             "e2e_ms": e2e_ms(
                 denoise["median"], settings["steps"], settings["denoise_calls_per_step"], text_ms, decode_ms
             ),
+            "e2e_measured_ms": summarize(e["e2e_measured_ms"]) if e.get("e2e_measured_ms") else None,
             "e2e_breakdown": {
                 "text_encoder": text_ms,
                 "denoise": round(settings["steps"] * settings["denoise_calls_per_step"] * denoise["median"], 3),
