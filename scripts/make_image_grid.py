@@ -5,7 +5,8 @@ python scripts/make_image_grid.py [SOURCE] [--prompts 6] [--ops r1_d6,r2_d4,r4_d
 
 SOURCE is a checkpoint or a bundle folder (default: the demo checkpoint in the package). Every row uses the
 same prompts and the same noise seeds (prompt i: seed + i), so a column shows what cost buys for one prompt.
-Each image is framed green when the demo scorer passes it, red when it does not.
+Each image is framed green when the demo scorer passes it under the strict rule (nothing but the named objects),
+amber when it passes only GenEval's rule (the named objects, but something else too), red when it fails both.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from elasticdit.evaluation import PROMPT_SEED
 from elasticdit.generation import open_source
 
 FRAME, GAP, LABEL_W, HEADER_H = 3, 6, 118, 44
-PASS, FAIL, INK, PAPER = (40, 200, 90), (230, 60, 60), (235, 235, 235), (24, 24, 24)
+PASS, GENEVAL_ONLY, FAIL = (40, 200, 90), (240, 170, 30), (230, 60, 60)
+INK, PAPER = (235, 235, 235), (24, 24, 24)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         images = src.generate_many(prompts, seeds, point.name, steps, guidance)
         for j, (image, prompt) in enumerate(zip(images, prompts, strict=True)):
             x = LABEL_W + j * cell_w
-            colour = PASS if score(image, prompt).passed else FAIL
+            result = score(image, prompt)
+            colour = PASS if result.strict else GENEVAL_ONLY if result.passed else FAIL
             draw.rectangle((x, y, x + w + 2 * FRAME - 1, y + h + 2 * FRAME - 1), fill=colour)
             grid.paste(Image.fromarray(image), (x + FRAME, y + FRAME))
         print(f"{point.name}: done", file=sys.stderr, flush=True)

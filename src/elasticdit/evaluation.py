@@ -2,7 +2,12 @@
 
 Prompts are the first N held-out scenes of `heldout_prompts(N, PROMPT_SEED)` (a stream the training never
 draws from); prompt i is sampled from noise seed `seed + i`, so every operating point sees the same prompts
-and the same starting noise. One image per prompt, scored pass/fail by `demo.scorer` (GenEval-style).
+and the same starting noise. One image per prompt, scored pass/fail by `demo.scorer` under two rules: `score`
+(and `score_std`, `per_category`, `mean_category_accuracy`, `passed`) is GenEval's rule (every named object with
+its exact count, unnamed objects ignored); `strict_score` (and `strict_score_std`, `strict_per_category`,
+`strict_mean_category_accuracy`, `strict_passed`) also needs nothing in the image but the named objects.
+A checkpoint's `gflops` is the deployed graph's (SSBA lowered as `inspect` and the android export lower it), a
+bundle's is its manifest's.
 """
 
 from __future__ import annotations
@@ -40,7 +45,8 @@ def evaluate_source(
     include_results: bool = False,
     prompt_seed: int = PROMPT_SEED,
 ) -> dict[str, Any]:
-    """{"operating_points": [{"name", "gflops", "score", "per_category", ...}], ...} for a bundle or checkpoint."""
+    """{"operating_points": [{"name", "gflops", "score", "strict_score", "per_category", ...}], ...} for a bundle
+    or checkpoint."""
     if prompts <= 0:
         raise GenerationError(f"--prompts must be positive, got {prompts}")
     src = source if isinstance(source, Source) else open_source(source, threads)
@@ -67,6 +73,11 @@ def evaluate_source(
                 "mean_category_accuracy": result.mean_category_accuracy,
                 "per_category": result.per_category,
                 "passed": sum(r.passed for r in result.results),
+                "strict_score": result.strict_accuracy,
+                "strict_score_std": binomial_std(result.strict_accuracy, prompts),
+                "strict_mean_category_accuracy": result.strict_mean_category_accuracy,
+                "strict_per_category": result.strict_per_category,
+                "strict_passed": sum(r.strict for r in result.results),
                 "n": prompts,
             }
             if include_results:

@@ -118,13 +118,13 @@ class Source:
 
 
 class CheckpointSource(Source):
-    """The PyTorch reference (masked SSBA, float32)."""
+    """The PyTorch reference (masked SSBA, float32); each point's GFLOPs are its deployed graph's."""
 
     kind = "checkpoint"
 
     def __init__(self, path: str | Path, attention: str = "masked", resolution: tuple[int, int] | None = None):
         from .checkpoint import load_checkpoint
-        from .inspection import _example_inputs, count_cost
+        from .inspection import DEFAULT_ATTENTION, _example_inputs, count_cost
         from .operating_points import full_point, operating_points
 
         ck = load_checkpoint(path, resolution)
@@ -137,9 +137,12 @@ class CheckpointSource(Source):
         self.steps, self.guidance, self.shift = cfg.scheduler.steps, cfg.scheduler.guidance_scale, cfg.scheduler.shift
         self._points = {p.name: p for p in operating_points(cfg)}
         inputs = _example_inputs(cfg, self.resolution, "cpu")
+        # the cost axis is the deployed graph's (SSBA lowered as `inspect` and the android export lower it), not
+        # the masked reference's, which computes every attention score and masks the skipped ones
         self.points = []
         for p in self._points.values():
-            _, gflops = count_cost(self.models.transformer.operating_point(p, self.resolution, "masked"), inputs)
+            net = self.models.transformer.operating_point(p, self.resolution, DEFAULT_ATTENTION)
+            _, gflops = count_cost(net, inputs)
             self.points.append(PointInfo(p.name, gflops, p.ratio, p.depth))
         self.default_point = full_point(cfg).name
         self._nets: dict[str, torch.nn.Module] = {}

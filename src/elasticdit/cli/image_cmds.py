@@ -126,7 +126,7 @@ def eval_(
         f"{report['steps']} steps, cfg {report['guidance']:g}"
     )
     categories = list(report["operating_points"][0]["per_category"]) if report["operating_points"] else []
-    for col in ("point", "GFLOPs/step", "score", "+-", *categories):
+    for col in ("point", "GFLOPs/step", "score", "+-", "strict", "+-", *categories):
         table.add_column(col, justify="left" if col == "point" else "right", no_wrap=True)
     for p in report["operating_points"]:
         table.add_row(
@@ -134,7 +134,12 @@ def eval_(
             f"{p['gflops']:.3f}",
             f"{p['score']:.3f}",
             f"{p['score_std']:.3f}",
+            f"{p['strict_score']:.3f}",
+            f"{p['strict_score_std']:.3f}",
             *(f"{p['per_category'].get(c, 0.0):.2f}" for c in categories),
         )
     out.print(table)
-    out.print("score: fraction of prompts the demo scorer passes; +-: binomial standard error over the prompts.")
+    out.print(
+        "score: fraction of prompts the demo scorer passes under GenEval's rule (per category too); strict: also "
+        "nothing in the image but the named objects; +-: binomial standard error over the prompts."
+    )
