@@ -25,9 +25,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .errors import GenerationError
 from .evaluation import evaluate_source
-from .generation import Source, open_source
+from .generation import GenerationError, Source, open_source
 from .profile.stats import pareto_front, schedule_e2e_ms
 from .schedules import Phase, Schedule, ordering
 

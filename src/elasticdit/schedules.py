@@ -2,9 +2,11 @@
 
 A schedule is a list of phases, each an operating point and the share of the steps it runs, written
 `r4_d3:0.3,r1_d6:0.7`; a plain point name (`r1_d6`) is the one-phase schedule. With N steps and the cumulative
-shares C_1 < ... < C_m = 1 (summed left to right in double precision; the last taken as exactly 1), step i
-(0-based) runs phase min{k : (i + 0.5) / N < C_k}. Every runtime (the PyTorch reference, ExecuTorch, ONNX
-Runtime, an app) applies this one rule, so a schedule and N name the same per-step points everywhere.
+shares C_1 < ... < C_m = 1, step i (0-based) runs phase min{k : (i + 0.5) / N < C_k}. Every runtime (the PyTorch
+reference, ExecuTorch, ONNX Runtime, an app) applies this one rule, so a schedule and N name the same per-step
+points everywhere. In floating point: C_k = floor(1e9 * (s_1 + ... + s_k) + 0.5) / 1e9, the running sum taken
+left to right in double precision, and C_m = 1; rounding to 9 decimals makes a step midpoint that equals a
+boundary exactly (0.1 + 0.2 = 0.30000000000000004 against 1.5 / 5) compare as the exact shares say.
 
 Parsing and the step rule live here and nowhere else; checking a schedule against what a source holds
 (`check`) takes plain data (point name -> the resolutions it is available at), so the reference, a bundle and
@@ -68,10 +70,11 @@ class Schedule:
         return self.name or self.spec
 
     def cumulative(self) -> list[float]:
+        """C_1..C_m as the step rule takes them (module docstring): rounded to 9 decimals, the last exactly 1."""
         total, out = 0.0, []
         for p in self.phases:
             total += p.share
-            out.append(total)
+            out.append(math.floor(total * 1e9 + 0.5) / 1e9)
         out[-1] = 1.0
         return out
 
@@ -174,9 +177,9 @@ def from_manifest(name: str, phases: Any, where: str) -> Schedule:
         raise ScheduleSyntaxError(f"{where}: schedule '{name}' must be a non-empty list of {{point, share}}")
     out = []
     for p in phases:
-        if not isinstance(p, dict) or not isinstance(p.get("point"), str) or isinstance(p.get("share"), bool):
+        if not isinstance(p, dict) or not isinstance(p.get("point"), str) or "share" not in p:
             raise ScheduleSyntaxError(f"{where}: schedule '{name}' has a phase that is not {{point, share}}: {p!r}")
-        if not isinstance(p["share"], int | float):
+        if isinstance(p["share"], bool) or not isinstance(p["share"], int | float):
             raise ScheduleSharesError(f"{where}: schedule '{name}': share {p['share']!r} is not a number")
         out.append(Phase(p["point"], _share(p["share"], f"{where}: schedule '{name}'")))
     if not SCHEDULE_NAME.match(name) or POINT_NAME.match(name):
