@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         plan = src.schedule(text)
         phases = "\n".join(f"{p.point} {p.share:g}" for p in plan.phases)
         per_image = src.gflops_per_image(plan, steps, guidance)
-        rows.append((plan.label, f"{phases}\n{per_image:.1f} GFLOPs/img", plan))
+        rows.append((plan.label, f"{phases}\n{per_image:.3g} GFLOPs/img", plan))
     h, w = src.resolution
     cell_w, cell_h = w + 2 * FRAME + GAP, h + 2 * FRAME + GAP
     grid = Image.new("RGB", (LABEL_W + cell_w * len(prompts), HEADER_H + cell_h * len(rows)), PAPER)
