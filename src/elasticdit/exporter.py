@@ -3,7 +3,7 @@ atomically (docs/design.md, "Data flow")."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +15,11 @@ from .checkpoint import Checkpoint, load_checkpoint
 from .errors import DenseAttentionError, ExportError
 from .inspection import count_cost, ssba_stats
 from .lowering import lower
-from .operating_points import OperatingPoint, full_point, select
+from .operating_points import OperatingPoint, full_point, operating_points, select
 from .progress import reporter
 from .quiet import silence_library_noise
 from .recipes import Recipe, load_recipe
+from .schedules import Schedule, check, parse_named_all
 from .slicing import ExportUnit, export_units
 from .specs import MethodKind
 from .ssba.lowering import lowering_names
@@ -37,6 +38,7 @@ class ExportRequest:
     cfg_batch: bool = False
     force: bool = False
     progress: bool | None = None
+    schedules: list[str] = field(default_factory=list)  # NAME=SPEC, recorded in the manifest for apps
 
 
 def point_entry(ck: Checkpoint, unit: ExportUnit) -> PointEntry:
@@ -85,6 +87,7 @@ def build_manifest(
     units: list[ExportUnit],
     artifacts: list[Artifact],
     tokenizer: dict[str, Any] | None = None,
+    schedules: dict[str, Schedule] | None = None,
 ) -> Manifest:
     cfg = ck.cfg
     resolution = resolutions[0]
@@ -133,6 +136,7 @@ def build_manifest(
         ),
         backend_report={a.method: a.report for a in artifacts},
         runtime_ops=get_target(req.target).runtime_ops(artifacts),
+        schedules=dict(schedules or {}),
     )
 
 
@@ -162,6 +166,19 @@ def refuse_dense_on_ssba(
         )
 
 
+def checked_schedules(
+    texts: list[str], ck: Checkpoint, points: list[OperatingPoint], resolutions: list[tuple[int, int]]
+) -> dict[str, Schedule]:
+    """`--schedule NAME=SPEC`s checked before anything is written: points of the model, exported in this bundle
+    (every point is exported at every resolution, so a schedule runs at each; named `ScheduleError`s)."""
+    named = parse_named_all(texts)
+    held = {p.name: list(resolutions) for p in points}
+    space = [p.name for p in operating_points(ck.cfg)]
+    for schedule in named.values():
+        check(schedule, held, None, space, where="the bundle (--ops)")
+    return named
+
+
 def export_bundle(req: ExportRequest) -> dict[str, Any]:
     """Write the bundle; returns a summary (bundle path, files, per-operating-point status)."""
     silence_library_noise()
@@ -174,6 +191,7 @@ def export_bundle(req: ExportRequest) -> dict[str, Any]:
     points = select(ck.cfg, req.ops or list(recipe.operating_points))
     for resolution in resolutions:
         refuse_dense_on_ssba(ck, recipe, points, resolution)
+    schedules = checked_schedules(req.schedules, ck, points, resolutions)
     models = ck.models()
     batch = 2 if req.cfg_batch else 1
     units = export_units(models, points, resolutions, recipe.attention, batch)  # float: costs and calibration
@@ -193,10 +211,10 @@ def export_bundle(req: ExportRequest) -> dict[str, Any]:
         for rel, text in tokenizer_files.items():
             writer.path(rel).parent.mkdir(parents=True, exist_ok=True)
             writer.path(rel).write_text(text, encoding="utf-8")
-        manifest = build_manifest(req, ck, recipe, resolutions, points, entries, units, artifacts, tokenizer)
+        manifest = build_manifest(req, ck, recipe, resolutions, points, entries, units, artifacts, tokenizer, schedules)
         written = writer.finish(manifest.to_dict())
         report.advance()
-    return {
+    summary = {
         "bundle": str(Path(req.output).absolute()),
         "target": req.target,
         "recipe": recipe.name,
@@ -206,3 +224,6 @@ def export_bundle(req: ExportRequest) -> dict[str, Any]:
         "methods": sorted(a.method for a in artifacts),
         "backend_report": written["backend_report"],
     }
+    if schedules:
+        summary["schedules"] = {name: s.spec for name, s in schedules.items()}
+    return summary
