@@ -508,8 +508,9 @@ def test_search_schedules_writes_the_pareto_front_and_feeds_plan(tiny_ckpt, tmp_
     rows = {r["name"]: r for r in doc["candidates"]}
     kinds = [r["kind"] for r in doc["candidates"]]
     assert kinds.count("point") == 4 and kinds.count("schedule") == 6  # 3 shares x 2 orders of one pair
-    assert doc["family_points"] == ["r2_d2", "r1_d4"] and doc["full_point"] == "r1_d4" and doc["metric"] == "score"
-    assert rows["r1_d4"]["score_vs_full"] == {"diff": 0.0, "std": 0.0, "within_1_sigma": True}
+    assert doc["family_points"] == ["r2_d2", "r1_d4"] and doc["full_point"] == "r1_d4"
+    assert doc["metric"] == "strict_score" and doc["second_metric"] == "score"  # the stricter rule leads
+    assert rows["r1_d4"]["strict_score_vs_full"] == {"diff": 0.0, "std": 0.0, "within_1_sigma": True}
     for pair in doc["orderings"]["pairs"]:  # a mirror pair runs the same steps of each point: the same GFLOPs
         cheap, rich = rows[pair["cheap_first"]], rows[pair["rich_first"]]
         assert cheap["gflops_per_image"] == pytest.approx(rich["gflops_per_image"])
