@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from .generation import GenerationError, PointInfo, Source, StepCallback, noise_for
+from .schedules import Schedule
 
 
 class AppRunnerSource(Source):
@@ -38,6 +39,7 @@ class AppRunnerSource(Source):
         self._entries = {p.name: p for p in doc.operating_points}
         self.points = [PointInfo(p.name, p.gflops, p.compression_ratio, p.depth) for p in doc.operating_points]
         self.default_point = doc.default_operating_point or self.points[0].name
+        self.named_schedules = dict(doc.schedules)
         self.app = opened.target.app_runner(self.path, runner)
         self.threads = threads
         self.timings: dict[str, Any] | None = None
@@ -47,6 +49,12 @@ class AppRunnerSource(Source):
     ):
         from PIL import Image
 
+        if isinstance(op, Schedule):  # generate_image hands over the checked schedule
+            if op.single is None:
+                raise GenerationError(
+                    "a step schedule with --runner native: run `elasticdit-run generate --schedule` directly"
+                )
+            op = op.single
         point = self.point(op)
         steps, guidance = self.settings(steps, guidance)
         shape = [1, *self._entries[point.name].input("latent").shape[1:]]
