@@ -1,6 +1,7 @@
 """Every packaged recipe's accuracy on a checkpoint, as `elasticdit verify` measures it.
 
-python benchmarks/verify_recipes.py [--checkpoint CKPT] [--recipes android-int8,ios-fp16,...] [--json PATH]
+python benchmarks/verify_recipes.py [--checkpoint CKPT] [--recipes android-int8,ios-fp16,...] [--ops r1_d6,...]
+                                    [--json PATH]
 
 For each recipe: `elasticdit export --recipe R` into a temporary folder, then `elasticdit verify --json` on it
 (the real commands, one subprocess each). Per method kind (denoise, decode, encode_text) the worst and best of
@@ -30,11 +31,13 @@ def _run(cmd: list[str]) -> str:
     return done.stdout
 
 
-def measure(recipe: str, checkpoint: str | None, work: Path) -> dict:
+def measure(recipe: str, checkpoint: str | None, ops: str | None, work: Path) -> dict:
     out = work / recipe
     cmd = ["elasticdit", "export", "--recipe", recipe, "-o", str(out)]
     if checkpoint:
         cmd += ["--checkpoint", checkpoint]
+    if ops:
+        cmd += ["--ops", ops]
     start = time.perf_counter()
     exported = subprocess.run(cmd, capture_output=True, text=True)
     seconds = time.perf_counter() - start
@@ -96,6 +99,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", help="default: the demo checkpoint")
     parser.add_argument("--recipes", help="comma-separated names (default: every packaged recipe)")
+    parser.add_argument("--ops", help="export only these operating points (default: all)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     names = args.recipes.split(",") if args.recipes else sorted(packaged_recipes())
@@ -106,9 +110,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="verify-recipes-") as tmp:
         for i, name in enumerate(names, 1):
             print(f"[{i}/{len(names)}] {name}", file=sys.stderr, flush=True)
-            rows.append(measure(name, args.checkpoint, Path(tmp)))
+            rows.append(measure(name, args.checkpoint, args.ops, Path(tmp)))
     if args.json:
-        args.json.write_text(json.dumps({"checkpoint": args.checkpoint or "demo", "recipes": rows}, indent=1) + "\n")
+        args.json.write_text(
+            json.dumps({"checkpoint": args.checkpoint or "demo", "ops": args.ops or "all", "recipes": rows}, indent=1)
+            + "\n"
+        )
     print(table(rows))
 
 
