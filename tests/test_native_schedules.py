@@ -156,9 +156,13 @@ def test_cli_generate_native_schedule_equals_python(native, named_bundle, tmp_pa
     assert len(set(ran)) == 2 and summary["schedule"] == want["schedule"]
     phases = [(p["point"], p["share"]) for p in want["schedule"]["phases"]]
     assert ran == contract_points(phases, 5)
-    figures = compare_images(png(tmp_path / "python.png"), png(tmp_path / "native.png"))
-    assert figures["psnr_db"] >= 45 and figures["within_1_lsb"] >= 0.99, figures
-    # the schedule shows in the image: the native run of the schedule's first point alone is another image
+
+    def same(a: str, b: str) -> bool:
+        figures = compare_images(png(tmp_path / a), png(tmp_path / b))
+        return figures["psnr_db"] >= 45 and figures["within_1_lsb"] >= 0.99
+
+    assert same("python.png", "native.png")
+    # the check sees the schedule: the run of its first point alone fails it (~72% of pixels within 1 LSB)
     one = cli.invoke(app, [*base[:-2], "--op", ran[0], "--runner", "native", "-o", str(tmp_path / "one.png")])
     assert one.exit_code == 0, one.output + one.stderr
-    assert compare_images(png(tmp_path / "one.png"), png(tmp_path / "native.png"))["psnr_db"] < 45
+    assert not same("one.png", "native.png")
