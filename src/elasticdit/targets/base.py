@@ -100,6 +100,8 @@ class Target(ABC):
     formulation: Formulation = Formulation()
     transports: tuple[str, ...] = ("host",)  # `--device` kinds that run its bundles
     runs_without_checkpoint: bool = True  # its host runner needs only the bundle (generate, eval)
+    custom_ops: tuple[str, ...] = ()  # custom operators its runtime can be built with (a recipe lowering to others
+    # is refused when it is read: recipes.parse_recipe)
 
     @abstractmethod
     def write(self, lowered: list[LoweredUnit], recipe: Recipe, folder: Path, report: Reporter) -> list[Artifact]:

@@ -23,6 +23,7 @@ class AndroidTarget(Target):
     default_recipe = "android-fp32"
     schemes = ("none", "pt2e-int8", "8da4w")
     transports = ("host", "adb", "ssh")
+    custom_ops = ("elasticdit::ssba_attention",)  # elasticdit's kernels (kernels/native), loaded or linked in
 
     def write(self, lowered: list[LoweredUnit], recipe: Recipe, folder: Path, report: Reporter) -> list[Artifact]:
         from .export import write_program
