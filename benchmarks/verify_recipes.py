@@ -33,7 +33,8 @@ def _run(cmd: list[str]) -> str:
 
 def measure(recipe: str, checkpoint: str | None, ops: str | None, work: Path) -> dict:
     out = work / recipe
-    cmd = ["elasticdit", "export", "--recipe", recipe, "-o", str(out)]
+    target = packaged_recipes()[recipe].parent.parent.name  # targets/<target>/recipes/<name>.toml
+    cmd = ["elasticdit", "export", "--target", target, "--recipe", recipe, "-o", str(out)]
     if checkpoint:
         cmd += ["--checkpoint", checkpoint]
     if ops:
@@ -111,11 +112,9 @@ def main() -> None:
         for i, name in enumerate(names, 1):
             print(f"[{i}/{len(names)}] {name}", file=sys.stderr, flush=True)
             rows.append(measure(name, args.checkpoint, args.ops, Path(tmp)))
-    if args.json:
-        args.json.write_text(
-            json.dumps({"checkpoint": args.checkpoint or "demo", "ops": args.ops or "all", "recipes": rows}, indent=1)
-            + "\n"
-        )
+            if args.json:  # after every recipe, so a long run that stops keeps what it measured
+                doc = {"checkpoint": args.checkpoint or "demo", "ops": args.ops or "all", "recipes": rows}
+                args.json.write_text(json.dumps(doc, indent=1) + "\n")
     print(table(rows))
 
 
