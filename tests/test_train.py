@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -100,11 +101,15 @@ def test_losses_fall_and_checkpoint_loads(tmp_path):
     assert next(r for r in log if "encoded" in r)["encoded"] == PLAN.scenes
 
 
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory) -> Path:
+    """PLAN trained without interruption (seed 5): the checkpoint, its run folder beside it (read only)."""
+    return train(tmp_path_factory.mktemp("straight") / "a", CFG, PLAN, seed=5, log=lambda s: None)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("phase, step", [("vae", 6), ("dit", 7)])
-def test_resume_equals_an_uninterrupted_run(tmp_path, phase, step):
-    straight = train(tmp_path / "a", CFG, PLAN, seed=5, log=lambda s: None)
-
+def test_resume_equals_an_uninterrupted_run(straight, tmp_path, phase, step):
     def crash_at(line: str) -> None:
         if f"phase={phase} step={step} " in line:
             raise Crash
@@ -117,7 +122,7 @@ def test_resume_equals_an_uninterrupted_run(tmp_path, phase, step):
         train(tmp_path / "b", CFG, PLAN, seed=5, log=lambda s: None)
     resumed = train(tmp_path / "b", CFG, PLAN, seed=5, resume=True, log=lambda s: None)
     assert resumed.read_bytes() == straight.read_bytes()
-    a = torch.load(tmp_path / "a" / STATE_FILE, weights_only=True)
+    a = torch.load(straight.parent / STATE_FILE, weights_only=True)
     b = torch.load(tmp_path / "b" / STATE_FILE, weights_only=True)
     for key in ("models", "ema"):
         left, right = a[key], b[key]
@@ -128,11 +133,37 @@ def test_resume_equals_an_uninterrupted_run(tmp_path, phase, step):
     assert records(tmp_path / "b")[-2]["step"] == PLAN.dit_steps
 
 
-def test_resume_refuses_another_seed(tmp_path):
-    plan = dataclasses.replace(PLAN, vae_steps=4, dit_steps=0)
-    train(tmp_path / "c", CFG, plan, seed=1, log=lambda s: None)
+# One short run (the VAE phase) whose plan sets every field a resume must match away from its default: each
+# refusal test below resumes a copy of it with one thing changed (the run is trained once, not once per test).
+RUN_PLAN = dataclasses.replace(
+    PLAN,
+    vae_steps=4,
+    dit_steps=0,
+    category_weights={"position": 2},
+    layout="free",
+    uncovered_weight=3.0,
+    sandwich="ratio-lightest",
+    distill=0.5,
+)
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("short") / "run"
+    train(out, CFG, RUN_PLAN, seed=1, log=lambda s: None)
+    return out
+
+
+@pytest.fixture
+def run(short_run, tmp_path) -> Path:
+    """A copy of the short run (seed 1, RUN_PLAN) to resume or edit."""
+    return Path(shutil.copytree(short_run, tmp_path / "run"))
+
+
+def test_resume_refuses_another_seed(run):
+    train(run, CFG, RUN_PLAN, seed=1, resume=True, log=lambda s: None)  # the same plan and seed resume
     with pytest.raises(ValueError, match="another config or seed"):
-        train(tmp_path / "c", CFG, plan, seed=2, resume=True, log=lambda s: None)
+        train(run, CFG, RUN_PLAN, seed=2, resume=True, log=lambda s: None)
 
 
 @pytest.mark.slow
@@ -237,60 +268,51 @@ def test_pick_weights_replace_the_rule_for_the_named_points():
     assert rule.tolist() == [3.0 if q.ratio == 2 else 1.0 for q in others] and weights.tolist() == expected
 
 
-def test_resume_and_latents_refuse_other_category_weights(tmp_path):
-    plan = dataclasses.replace(PLAN, vae_steps=4, dit_steps=0, category_weights={"position": 2})
-    train(tmp_path / "w", CFG, plan, seed=1, log=lambda s: None)
-    other = dataclasses.replace(plan, category_weights={})
+def test_resume_and_latents_refuse_other_category_weights(run):
+    other = dataclasses.replace(RUN_PLAN, category_weights={})
     with pytest.raises(ValueError, match=r"trained with category_weights \{'position': 2\}; not resuming"):
-        train(tmp_path / "w", CFG, other, seed=1, resume=True, log=lambda s: None)
+        train(run, CFG, other, seed=1, resume=True, log=lambda s: None)
     with pytest.raises(ValueError, match="belongs to another run"):
-        Trainer(tmp_path / "w", CFG, other, seed=1, log=lambda s: None).load_latents()
+        Trainer(run, CFG, other, seed=1, log=lambda s: None).load_latents()
 
 
-def test_resume_refuses_another_layout(tmp_path):
-    plan = dataclasses.replace(PLAN, vae_steps=4, dit_steps=0, layout="free")
-    train(tmp_path / "d", CFG, plan, seed=1, log=lambda s: None)
+def test_resume_refuses_another_layout(run):
     with pytest.raises(ValueError, match="trained with layout 'free'; not resuming"):
-        train(tmp_path / "d", CFG, dataclasses.replace(plan, layout="slots"), seed=1, resume=True, log=lambda s: None)
-    trainer = Trainer(tmp_path / "d", CFG, dataclasses.replace(plan, layout="slots"), seed=1, log=lambda s: None)
+        train(run, CFG, dataclasses.replace(RUN_PLAN, layout="slots"), seed=1, resume=True, log=lambda s: None)
+    trainer = Trainer(run, CFG, dataclasses.replace(RUN_PLAN, layout="slots"), seed=1, log=lambda s: None)
     with pytest.raises(ValueError, match="belongs to another run"):
         trainer.load_latents()  # the cached latents are of the free-layout scenes
 
 
-def test_resume_refuses_another_pick_weight(tmp_path):
-    plan = dataclasses.replace(PLAN, vae_steps=4, dit_steps=0, uncovered_weight=3.0)
-    train(tmp_path / "u", CFG, plan, seed=1, log=lambda s: None)
-    uniform = dataclasses.replace(plan, uncovered_weight=1.0)
+def test_resume_refuses_another_pick_weight(run):
+    uniform = dataclasses.replace(RUN_PLAN, uncovered_weight=1.0)
     with pytest.raises(ValueError, match="trained with uncovered_weight 3.0; not resuming"):
-        train(tmp_path / "u", CFG, uniform, seed=1, resume=True, log=lambda s: None)
+        train(run, CFG, uniform, seed=1, resume=True, log=lambda s: None)
 
 
-def test_a_run_saved_by_an_older_trainer_is_refused(tmp_path):
+def test_a_run_saved_by_an_older_trainer_is_refused(run):
     """Runs saved before a plan field existed are not guessed at: resuming one is a clear error."""
-    plan = dataclasses.replace(PLAN, vae_steps=4, dit_steps=0)
-    train(tmp_path / "old", CFG, plan, seed=1, log=lambda s: None)
-    train(tmp_path / "old", CFG, plan, seed=1, resume=True, log=lambda s: None)  # a current state resumes
-    state = torch.load(tmp_path / "old" / STATE_FILE, weights_only=True)
+    train(run, CFG, RUN_PLAN, seed=1, resume=True, log=lambda s: None)  # a current state resumes
+    state = torch.load(run / STATE_FILE, weights_only=True)
     del state["plan"]["late_sandwich"], state["plan"]["sandwich"]  # as saved before the curriculum existed
-    torch.save(state, tmp_path / "old" / STATE_FILE)
+    torch.save(state, run / STATE_FILE)
     with pytest.raises(ValueError, match=r"saved by an older trainer \(no sandwich, late_sandwich\); it cannot be"):
-        train(tmp_path / "old", CFG, plan, seed=1, resume=True, log=lambda s: None)
-    latents = torch.load(tmp_path / "old" / LATENTS_FILE, weights_only=True)
+        train(run, CFG, RUN_PLAN, seed=1, resume=True, log=lambda s: None)
+    latents = torch.load(run / LATENTS_FILE, weights_only=True)
     del latents["layout"]
-    torch.save(latents, tmp_path / "old" / LATENTS_FILE)
-    trainer = Trainer(tmp_path / "old", CFG, plan, seed=1, log=lambda s: None)
+    torch.save(latents, run / LATENTS_FILE)
+    trainer = Trainer(run, CFG, RUN_PLAN, seed=1, log=lambda s: None)
     with pytest.raises(ValueError, match=r"latents.pt was saved by an older trainer \(no layout\)"):
         trainer.load_latents()
 
 
-def test_resume_refuses_another_sandwich(tmp_path):
-    plan = dataclasses.replace(PLAN, vae_steps=4, dit_steps=0, sandwich="ratio-lightest")
-    train(tmp_path / "s", CFG, plan, seed=1, log=lambda s: None)
+def test_resume_refuses_another_sandwich(run):
+    three = dataclasses.replace(RUN_PLAN, sandwich="three")
     with pytest.raises(ValueError, match="trained with sandwich 'ratio-lightest'; not resuming"):
-        train(tmp_path / "s", CFG, dataclasses.replace(plan, sandwich="three"), seed=1, resume=True, log=lambda s: None)
-    late = dataclasses.replace(plan, late_sandwich="ratios")
+        train(run, CFG, three, seed=1, resume=True, log=lambda s: None)
+    late = dataclasses.replace(RUN_PLAN, late_sandwich="ratios")
     with pytest.raises(ValueError, match="trained with late_sandwich None; not resuming"):
-        train(tmp_path / "s", CFG, late, seed=1, resume=True, log=lambda s: None)
+        train(run, CFG, late, seed=1, resume=True, log=lambda s: None)
 
 
 def test_command_line_writes_a_checkpoint(tmp_path, capsys, monkeypatch):
@@ -427,11 +449,9 @@ def test_plan_refuses_a_distill_weight_outside_0_1():
         TrainPlan(distill=1.5)
 
 
-def test_resume_refuses_another_distill_weight(tmp_path):
-    plan = dataclasses.replace(PLAN, vae_steps=4, dit_steps=0, distill=0.5)
-    train(tmp_path / "k", CFG, plan, seed=1, log=lambda s: None)
+def test_resume_refuses_another_distill_weight(run):
     with pytest.raises(ValueError, match="trained with distill 0.5; not resuming"):
-        train(tmp_path / "k", CFG, dataclasses.replace(plan, distill=0.0), seed=1, resume=True, log=lambda s: None)
+        train(run, CFG, dataclasses.replace(RUN_PLAN, distill=0.0), seed=1, resume=True, log=lambda s: None)
 
 
 def test_fused_kernels_give_the_exported_formulations_outputs_and_gradients():
