@@ -67,6 +67,19 @@ def onnx_bundle(tiny_ckpt, tmp_path_factory) -> tuple[Path, dict]:
     return out, export_cli(tiny_ckpt, "onnx", out, "--ops", OPS)
 
 
+SCHEDULES = {"fast": "r2_d2:0.5,r1_d4:0.5", "rich": "r1_d4:0.75,r2_d2:0.25"}  # named schedules of OPS' points
+
+
+@pytest.fixture(scope="session")
+def onnx_reexport(tiny_ckpt, onnx_bundle, tmp_path_factory) -> tuple[Path, dict]:
+    """`onnx_bundle` exported again, with SCHEDULES named (`--schedule`): every file but the manifest must be
+    byte-identical to the first export's and the manifest equal but for its `schedules` key. One re-export serves
+    test_onnx_export's determinism test and test_schedules' recording test."""
+    out = tmp_path_factory.mktemp("onnx-again") / "bundle"
+    named = [a for name, spec in SCHEDULES.items() for a in ("--schedule", f"{name}={spec}")]
+    return out, export_cli(tiny_ckpt, "onnx", out, "--ops", OPS, *named)
+
+
 @pytest.fixture(scope="session")
 def bare_ckpt(tmp_path_factory) -> Path:
     """The tiny transformer alone (no decoder, no text encoder): bundles of denoise methods only."""

@@ -284,12 +284,9 @@ def test_generate_errors_are_one_line(tiny_ckpt, android_bundle, tmp_path):
 # ------------------------------------------------------------------------------------------------ manifest
 
 
-def test_export_records_named_schedules_and_nothing_else_changes(tiny_ckpt, onnx_bundle, tmp_path):
-    out = tmp_path / "onnx"
-    args = ["export", tiny_ckpt, "--target", "onnx", "--ops", "r1_d4,r2_d2", "-o", out, "--json"]
-    result = invoke([*args, "--schedule", f"fast={TWO}", "--schedule", "rich=r1_d4:0.75,r2_d2:0.25"])
-    assert result.exit_code == 0, result.output + result.stderr
-    assert json.loads(result.stdout)["schedules"] == {"fast": TWO, "rich": "r1_d4:0.75,r2_d2:0.25"}
+def test_export_records_named_schedules_and_nothing_else_changes(onnx_reexport, onnx_bundle, tmp_path):
+    out, summary = onnx_reexport  # conftest's: onnx_bundle exported again with --schedule fast=TWO --schedule rich=...
+    assert summary["schedules"] == {"fast": TWO, "rich": "r1_d4:0.75,r2_d2:0.25"}
     doc = json.loads((out / "manifest.json").read_text())
     plain = json.loads((onnx_bundle[0] / "manifest.json").read_text())
     assert "schedules" not in plain  # no schedule named: no key, the manifest as before
