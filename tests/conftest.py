@@ -56,6 +56,15 @@ def android_bundle(tiny_ckpt, tmp_path_factory) -> tuple[Path, dict]:
 
 
 @pytest.fixture(scope="session")
+def android_cfg_bundle(tiny_ckpt, tmp_path_factory) -> Path:
+    """The tiny checkpoint's Android bundle with CFG-batched (batch 2) denoise methods (`--cfg`, manifest cfg_batch
+    true) at r2_d2: its folder."""
+    out = tmp_path_factory.mktemp("android-cfg") / "bundle"
+    export_cli(tiny_ckpt, "android", out, "--ops", "r2_d2", "--cfg")
+    return out
+
+
+@pytest.fixture(scope="session")
 def ios_bundle(tiny_ckpt, tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("ios") / "bundle"
     return out, export_cli(tiny_ckpt, "ios", out, "--ops", OPS)
@@ -84,3 +93,13 @@ def onnx_reexport(tiny_ckpt, onnx_bundle, tmp_path_factory) -> tuple[Path, dict]
 def bare_ckpt(tmp_path_factory) -> Path:
     """The tiny transformer alone (no decoder, no text encoder): bundles of denoise methods only."""
     return write_tiny(tmp_path_factory.mktemp("bare") / "bare.safetensors", vae=False)
+
+
+@pytest.fixture(scope="session")
+def native():
+    """elasticdit-run built for this host (runtime/, docs/runtime.md), looked up once per session for every native
+    test: built on demand, cached on disk keyed by its sources and toolchain; a missing toolchain is a skip saying
+    why (a failure in CI)."""
+    from test_native_support import runner_for
+
+    return runner_for("host")

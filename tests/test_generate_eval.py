@@ -33,11 +33,6 @@ def ckpt(tiny_ckpt):
     return tiny_ckpt
 
 
-def export(ckpt, target: str, out, extra: list[str] = ()) -> None:
-    result = invoke(["export", str(ckpt), "--target", target, "--ops", OP, "-o", str(out), "--json", *extra])
-    assert result.exit_code == 0, result.output + result.stderr
-
-
 @pytest.fixture(scope="module")
 def android(android_bundle):
     return android_bundle[0]  # conftest's: android-fp32 with r1_d4 and OP
@@ -75,10 +70,8 @@ def test_android_bundle_same_seed_same_image_and_matches_the_reference(ckpt, and
 
 
 @pytest.mark.slow
-def test_cfg_batched_bundle_matches_the_unbatched_one(ckpt, android, tmp_path):
-    out = tmp_path / "cfg-bundle"
-    export(ckpt, "android", out, ["--cfg"])
-    generate(out, tmp_path / "batched.png")
+def test_cfg_batched_bundle_matches_the_unbatched_one(android_cfg_bundle, android, tmp_path):
+    generate(android_cfg_bundle, tmp_path / "batched.png")
     generate(android, tmp_path / "two-calls.png")
     assert np.abs(pixels(tmp_path / "batched.png") - pixels(tmp_path / "two-calls.png")).max() <= 2
 

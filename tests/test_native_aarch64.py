@@ -28,11 +28,6 @@ TOLERANCE = 1e-4  # verify's max_rel_error for float32 bundles
 
 
 @pytest.fixture(scope="module")
-def host():
-    return runner_for("host")
-
-
-@pytest.fixture(scope="module")
 def arm():
     return runner_for("linux-aarch64")
 
@@ -85,8 +80,8 @@ def check(figures: dict[str, float], label: str) -> None:
         assert figures["psnr_db"] >= 45 and figures["within_1_lsb"] >= 0.99, figures
 
 
-def test_every_method_matches_x86(host, arm, bundle, tmp_path):
-    figures = method_figures(host, arm, bundle, tmp_path)
+def test_every_method_matches_x86(native, arm, bundle, tmp_path):
+    figures = method_figures(native, arm, bundle, tmp_path)
     assert set(figures) == {
         "encode_text.out0",
         "encode_text.out1",
@@ -102,19 +97,19 @@ def test_every_method_matches_x86(host, arm, bundle, tmp_path):
     assert rel_error(wrong, want) > TOLERANCE
 
 
-def test_image_matches_x86(host, arm, bundle, tmp_path):
-    check(image_figures(host, arm, bundle, tmp_path, "r1_d4", 2), "aarch64 vs x86, tiny bundle, r1_d4 2 steps")
+def test_image_matches_x86(native, arm, bundle, tmp_path):
+    check(image_figures(native, arm, bundle, tmp_path, "r1_d4", 2), "aarch64 vs x86, tiny bundle, r1_d4 2 steps")
 
 
 @pytest.mark.slow
-def test_demo_bundle_on_aarch64(host, arm, tmp_path_factory, tmp_path):
+def test_demo_bundle_on_aarch64(native, arm, tmp_path_factory, tmp_path):
     """The demo checkpoint's lightest point (and its text encoder and decoder), 2 steps with guidance: the image
     and every method under emulation (~25 s of qemu), and the x86 image against `generate` (Python runtime)."""
     from elasticdit.demo_checkpoint import demo_checkpoint_path
 
     bundle = export(demo_checkpoint_path(), tmp_path_factory.getbasetemp() / "demo-r4_d3", "--ops", "r4_d3")
-    check(method_figures(host, arm, bundle, tmp_path), "aarch64 vs x86, demo r4_d3, every method")
-    check(image_figures(host, arm, bundle, tmp_path, "r4_d3", 2), "aarch64 vs x86, demo r4_d3 2 steps")
+    check(method_figures(native, arm, bundle, tmp_path), "aarch64 vs x86, demo r4_d3, every method")
+    check(image_figures(native, arm, bundle, tmp_path, "r4_d3", 2), "aarch64 vs x86, demo r4_d3 2 steps")
     result = CliRunner().invoke(
         app,
         ["generate", str(bundle), "--prompt", PROMPT, "--seed", "11", "--steps", "2", "-o", str(tmp_path / "py.png")],

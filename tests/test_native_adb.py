@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_native_support import runner_for
 from test_profile_adb import PIXEL, PROPS
 from test_profile_support import adb_calls, arm64_elf, install_fake_adb
 from typer.testing import CliRunner
@@ -16,11 +15,6 @@ from elasticdit.cli import app
 from elasticdit.native.run import MARKER
 
 cli = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def native():
-    return runner_for("host")
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,7 @@ from test_native_support import (
     PROMPT,
     compare_images,
     latent_shape,
-    native_cfg_bundle,
     png,
-    runner_for,
 )
 from typer.testing import CliRunner
 
@@ -31,18 +29,8 @@ cli = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def native():
-    return runner_for("host")
-
-
-@pytest.fixture(scope="module")
 def bundle(android_bundle):
     return android_bundle[0]
-
-
-@pytest.fixture(scope="module")
-def cfg_bundle(tmp_path_factory):
-    return native_cfg_bundle(tmp_path_factory)
 
 
 def generate_both(bundle, tmp_path, extra: list[str]):
@@ -65,8 +53,8 @@ def generate_both(bundle, tmp_path, extra: list[str]):
         ("cfg", ["--steps", "2", "--cfg", "1"], 1),  # batch-2 method asked for one row: run twice over
     ],
 )
-def test_native_image_equals_generate(native, bundle, cfg_bundle, tmp_path, which, extra, calls):
-    source = bundle if which == "plain" else cfg_bundle
+def test_native_image_equals_generate(native, bundle, android_cfg_bundle, tmp_path, which, extra, calls):
+    source = bundle if which == "plain" else android_cfg_bundle
     py, nat, summary = generate_both(source, tmp_path, extra)
     figures = compare_images(py, nat)
     assert figures["psnr_db"] >= 45 and figures["within_1_lsb"] >= 0.99, figures

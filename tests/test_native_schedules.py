@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_native_support import PROMPT, compare_images, latent_shape, png, runner_for
+from test_native_support import PROMPT, compare_images, latent_shape, png
 from typer.testing import CliRunner
 
 from elasticdit.cli import app
@@ -36,11 +36,6 @@ def contract_points(phases: list[tuple[str, float]], steps: int) -> list[str]:
 
 def spec_of(phases: list[tuple[str, float]]) -> str:
     return ",".join(f"{p}:{s!r}" for p, s in phases)
-
-
-@pytest.fixture(scope="module")
-def native():
-    return runner_for("host")
 
 
 CHEAP_FIRST = [{"point": "r2_d2", "share": 0.3}, {"point": "r1_d4", "share": 0.7}]

@@ -62,15 +62,3 @@ def latent_shape(bundle: Path) -> list[int]:
     doc = json.loads((bundle / "manifest.json").read_text())
     shape = list(next(s["shape"] for s in doc["operating_points"][0]["inputs"] if s["name"] == "latent"))
     return [1, *shape[1:]]
-
-
-def native_cfg_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """CFG-batched (batch 2) denoise methods, manifest cfg_batch true; latent scaling and shift factors that are
-    not the identity."""
-    from conftest import write_tiny
-
-    root = tmp_path_factory.getbasetemp()
-    ckpt = root / "native-tiny.safetensors"
-    if not ckpt.exists():
-        write_tiny(ckpt, seed=3, latent_scaling=(1.7, 0.2), text_encoder=True)
-    return export(ckpt, root / "native-cfg-bundle", "--ops", "r2_d2", "--cfg")

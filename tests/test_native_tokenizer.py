@@ -13,7 +13,6 @@ import json
 from pathlib import Path
 
 import pytest
-from test_native_support import runner_for
 from transformers import CLIPTokenizer
 
 from elasticdit.native.errors import NativeRunError
@@ -120,11 +119,6 @@ def clip_part(name: str, folder: Path, hf: CLIPTokenizer, **extra) -> dict:
 
 def reference(hf: CLIPTokenizer, prompts: list[str]) -> list[list[int]]:
     return [hf(p, padding="max_length", truncation=True, max_length=LENGTH).input_ids for p in prompts]
-
-
-@pytest.fixture(scope="module")
-def native():
-    return runner_for("host")
 
 
 @pytest.fixture(scope="module")
