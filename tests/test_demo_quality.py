@@ -36,6 +36,9 @@ MEASURED = {  # r1_d6 and r4_d3: 25 and 16 of 32 prompts pass both rules
     "lightest": {"score": 0.5, "strict_score": 0.5},
 }
 FLOOR_MARGIN = 0.125  # 4 of 32 prompts
+# The mutation (random weights) is scored on the guard's first MUTATION_PROMPTS prompts: it scores 0 under both rules,
+# and 0 of 8 is under every floor as surely as 0 of 32, at a quarter of the sampling.
+MUTATION_PROMPTS = 8
 
 
 def _load_benchmark(name: str):
@@ -46,11 +49,11 @@ def _load_benchmark(name: str):
     return module
 
 
-def guard_scores(checkpoint: Path) -> dict[str, dict[str, float]]:
-    """{"full"|"lightest": {"score", "strict_score"}} on the guard's prompts."""
+def guard_scores(checkpoint: Path, prompts: int = GUARD_PROMPTS) -> dict[str, dict[str, float]]:
+    """{"full"|"lightest": {"score", "strict_score"}} on the guard's first `prompts` prompts."""
     cfg = load_checkpoint(checkpoint).cfg
     points = {"full": full_point(cfg).name, "lightest": lightest_point(cfg).name}
-    report = evaluate_source(checkpoint, GUARD_PROMPTS, list(points.values()), progress=False)
+    report = evaluate_source(checkpoint, prompts, list(points.values()), progress=False)
     rows = {r["name"]: r for r in report["operating_points"]}
     return {k: {m: rows[name][m] for m in ("score", "strict_score")} for k, name in points.items()}
 
@@ -94,7 +97,7 @@ def test_random_weights_of_the_same_config_fail_the_quality_guard(tmp_path):
     vae = demo_cfg.vae
     same_norm = replace(random_cfg.vae, scaling_factor=vae.scaling_factor, shift_factor=vae.shift_factor)
     assert replace(random_cfg, vae=same_norm) == demo_cfg
-    scores = guard_scores(path)
+    scores = guard_scores(path, MUTATION_PROMPTS)
     assert len(below_floor(scores)) == 4, scores
 
 
