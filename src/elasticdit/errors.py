@@ -89,6 +89,10 @@ class BundlePathError(BundleError):
     """A manifest names a path outside its bundle (absolute, '..', a link out) or a method file it does not hash."""
 
 
+class ExternalWeightsError(BundleError):
+    """A program's external weights file (`.ptd`) is missing, altered, or not the one it was exported with."""
+
+
 class ExportError(ElasticDiTError):
     """Lowering or serialising an operating point failed."""
 

@@ -34,6 +34,7 @@ class ExportRequest:
     resolution: tuple[int, int] | None = None
     resolutions: list[tuple[int, int]] | None = None  # several, the first the default (wins over `resolution`)
     cfg_batch: bool = False
+    weights: str = "inline"  # "inline" | "external" (a target's `weights_forms`)
     force: bool = False
     progress: bool | None = None
 
@@ -91,7 +92,14 @@ def build_manifest(
 
     def entry(unit: ExportUnit) -> dict[str, Any]:
         a = by_method[unit.method]
-        doc = {"kind": unit.kind, "method": unit.method, "file": a.file, "inputs": a.inputs, "outputs": a.outputs}
+        doc = {
+            "kind": unit.kind,
+            "method": unit.method,
+            "file": a.file,
+            "data_file": a.data_file,
+            "inputs": a.inputs,
+            "outputs": a.outputs,
+        }
         return doc if unit.kind == MethodKind.ENCODE_TEXT else {**doc, "resolution": unit.resolution}
 
     decoders = [MethodEntry(**entry(u)) for u in units if u.kind == MethodKind.DECODE]
@@ -118,7 +126,9 @@ def build_manifest(
         cfg_batch=req.cfg_batch,
         default_operating_point=full_point(cfg).name if full_point(cfg) in points else points[0].name,
         operating_points=[
-            replace(e, file=a.file, inputs=a.inputs, outputs=a.outputs) for e in entries for a in [by_method[e.method]]
+            replace(e, file=a.file, data_file=a.data_file, inputs=a.inputs, outputs=a.outputs)
+            for e in entries
+            for a in [by_method[e.method]]
         ],
         decoder=decoders[0] if decoders else None,
         decoders=decoders[1:],
@@ -150,6 +160,11 @@ def export_bundle(req: ExportRequest) -> dict[str, Any]:
     """Write the bundle; returns a summary (bundle path, files, per-operating-point status)."""
     silence_library_noise()
     target = get_target(req.target)
+    if req.weights not in target.weights_forms:
+        raise ExportError(
+            f"--weights {req.weights} is not offered for {req.target} bundles; "
+            f"choose {' or '.join(target.weights_forms)}"
+        )
     recipe = load_recipe(req.recipe, target, TARGETS)
     resolutions = list(req.resolutions or ([req.resolution] if req.resolution else []))
     ck = load_checkpoint(req.checkpoint, resolutions[0] if resolutions else None)
@@ -169,7 +184,7 @@ def export_bundle(req: ExportRequest) -> dict[str, Any]:
     with BundleWriter(req.output, req.force) as writer, reporter(len(units) + 2, req.progress) as report:
         entries = [point_entry(ck, u) for u in units if u.kind == MethodKind.DENOISE]  # before lowering
         lowered = lower(models, units, recipe, target.formulation, calibration, report)
-        artifacts = target.write(lowered, recipe, writer.root, report)
+        artifacts = target.write(lowered, recipe, writer.root, report, weights=req.weights)
         report.stage("writing the manifest")
         tokenizer, tokenizer_files = text_tokenizer(ck, units)
         for rel, text in tokenizer_files.items():

@@ -38,6 +38,7 @@ def _decoder(doc: dict[str, Any]) -> MethodEntry:
         kind=MethodKind.DECODE,
         method=doc["method"],
         file=doc["file"],
+        data_file=doc.get("data_file"),
         inputs=_specs(doc["inputs"]),
         outputs=_specs(doc["outputs"]),
         resolution=_resolution(doc.get("resolution")),
@@ -54,9 +55,12 @@ class MethodEntry:
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     resolution: tuple[int, int] | None = None  # denoise and decode: the image size the method is fixed to
+    data_file: str | None = None  # the weights file the program loads beside it (`--weights external`)
 
     def to_dict(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"method": self.method, "file": self.file}
+        if self.data_file:  # only when external: inline manifests stay as they were
+            doc["data_file"] = self.data_file
         if self.resolution is not None:
             doc["resolution"] = list(self.resolution)
         return {**doc, "inputs": [s.to_dict() for s in self.inputs], "outputs": [s.to_dict() for s in self.outputs]}
@@ -100,6 +104,7 @@ class PointEntry(MethodEntry):
             **({"resolution": method["resolution"]} if "resolution" in method else {}),
             "method": method["method"],
             "file": method["file"],
+            **({"data_file": method["data_file"]} if "data_file" in method else {}),
             "tokens": self.tokens,
             "gflops": self.gflops,
             "ssba_sparsity": self.ssba_sparsity,
@@ -210,6 +215,7 @@ class Manifest:
                 PointEntry(
                     method=p["method"],
                     file=p["file"],
+                    data_file=p.get("data_file"),
                     inputs=_specs(p["inputs"]),
                     outputs=_specs(p["outputs"]),
                     name=p["name"],
@@ -232,6 +238,7 @@ class Manifest:
                 TextEncoderEntry(
                     method=te["method"],
                     file=te["file"],
+                    data_file=te.get("data_file"),
                     inputs=_specs(te["inputs"]),
                     outputs=_specs(te["outputs"]),
                     tokenizer=te.get("tokenizer"),

@@ -11,9 +11,9 @@ A target (`android`: ExecuTorch + XNNPACK, `ios`: Core ML, `onnx`: ONNX Runtime)
 
 The seams later work fills in per target, each with a default here: `reference` (a same-numerics reference for
 `verify`: the quantized model itself), `runtime_ops` (custom operators the runtime must provide, e.g. an SSBA
-kernel), and extra files beside the program (external weights: every file the target writes into the folder is
-hashed into the manifest's `files`, `Artifact.file` names the one a method is loaded from). docs/design.md lists
-what a new target implements.
+kernel), and extra files beside the program (external weights, `weights_forms`: every file the target writes into
+the folder is hashed into the manifest's `files`, `Artifact.file` names the one a method is loaded from and
+`Artifact.data_file` the weights file it needs beside it). docs/design.md lists what a new target implements.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ class Artifact:
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     report: dict[str, Any] = field(default_factory=dict)
+    data_file: str | None = None  # the weights file the program loads beside it (`--weights external`), if any
 
 
 class HostRunner(Protocol):
@@ -78,10 +79,14 @@ class Target(ABC):
     transports: tuple[str, ...] = ("host",)  # `--device` kinds that run its bundles
     runs_without_checkpoint: bool = True  # its host runner needs only the bundle (generate, eval)
     runtime_ops: tuple[str, ...] = ()  # custom operators its runtime must provide (none yet)
+    weights_forms: tuple[str, ...] = ("inline",)  # `export --weights`: inline (in the program) or external
 
     @abstractmethod
-    def write(self, lowered: list[LoweredUnit], recipe: Recipe, folder: Path, report: Reporter) -> list[Artifact]:
-        """Write the artifact(s) into `folder`; one Artifact per lowered unit, in their order."""
+    def write(
+        self, lowered: list[LoweredUnit], recipe: Recipe, folder: Path, report: Reporter, weights: str = "inline"
+    ) -> list[Artifact]:
+        """Write the artifact(s) into `folder`; one Artifact per lowered unit, in their order. `weights` is one
+        of `weights_forms`."""
 
     @abstractmethod
     def host_runner(

@@ -21,20 +21,23 @@ class AndroidTarget(Target):
     default_recipe = "android-fp32"
     schemes = ("none", "pt2e-int8", "8da4w")
     transports = ("host", "adb", "ssh")
+    weights_forms = ("inline", "external")  # external: model.pte + model.ptd (program-data separation)
 
-    def write(self, lowered: list[LoweredUnit], recipe: Recipe, folder: Path, report: Reporter) -> list[Artifact]:
+    def write(
+        self, lowered: list[LoweredUnit], recipe: Recipe, folder: Path, report: Reporter, weights: str = "inline"
+    ) -> list[Artifact]:
         from .export import write_program
 
-        return write_program(lowered, folder, report)
+        return write_program(lowered, folder, report, external=weights == "external")
 
     def host_runner(
         self, bundle: Path, manifest: Manifest, threads: int | None = None, models: Models | None = None
     ) -> HostRunner:
         from .runtime import ExecuTorchRunner
 
-        return ExecuTorchRunner(bundle, threads)
+        return ExecuTorchRunner(bundle, threads, manifest)
 
     def profile_backend(self, bundle: Path, manifest: Manifest, threads: int | None) -> ProfileBackend:
         from .profile import ExecuTorchHost
 
-        return ExecuTorchHost(bundle, threads)
+        return ExecuTorchHost(bundle, threads, manifest)

@@ -22,7 +22,7 @@ class ExecuTorchHost:
     backend = "ExecuTorch (XNNPACK), Python runtime"
     delegate = "XNNPACK"
 
-    def __init__(self, bundle: Path, threads: int | None):
+    def __init__(self, bundle: Path, threads: int | None, manifest: Any = None):
         from ...quiet import native_stderr_captured
 
         t0 = time.perf_counter()
@@ -34,13 +34,16 @@ class ExecuTorchHost:
             set_threads(threads)  # once, before anything is loaded (a loaded delegate keeps its pool)
             Runtime.get()
         self.runtime_start_ms = (time.perf_counter() - t0) * 1e3  # import + start, when this process does it first
-        self.bundle = bundle
+        self.bundle, self.manifest = bundle, manifest
+        self._data: dict[str, Path | None] = {}  # weights files checked so far (checked once, outside the timing)
 
     def load(self, entry, etdump: bool = False) -> tuple[Any, float]:
-        from .runtime import ExecuTorchProgram
+        from .runtime import ExecuTorchProgram, checked_data_file
 
+        if entry.method not in self._data:
+            self._data[entry.method] = checked_data_file(self.bundle, self.manifest, entry)
         t0 = time.perf_counter()
-        program = ExecuTorchProgram(self.bundle / entry.file, None, etdump=etdump)
+        program = ExecuTorchProgram(self.bundle / entry.file, None, etdump=etdump, data_path=self._data[entry.method])
         method = program.load(entry.method)
         return (program, method), (time.perf_counter() - t0) * 1e3
 

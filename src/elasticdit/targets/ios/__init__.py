@@ -28,7 +28,9 @@ class IOSTarget(Target):
     transports = ("ios",)
     runs_without_checkpoint = False  # on Linux its runner rebuilds each graph from the checkpoint
 
-    def write(self, lowered: list[LoweredUnit], recipe: Recipe, folder: Path, report: Reporter) -> list[Artifact]:
+    def write(
+        self, lowered: list[LoweredUnit], recipe: Recipe, folder: Path, report: Reporter, weights: str = "inline"
+    ) -> list[Artifact]:
         from .convert import write_package
 
         return write_package(lowered, recipe, folder, report)

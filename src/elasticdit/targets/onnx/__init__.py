@@ -21,7 +21,9 @@ class OnnxTarget(Target):
     schemes = ("none", "dynamic-int8")
     transports = ("host", "ssh")
 
-    def write(self, lowered: list[LoweredUnit], recipe: Recipe, folder: Path, report: Reporter) -> list[Artifact]:
+    def write(
+        self, lowered: list[LoweredUnit], recipe: Recipe, folder: Path, report: Reporter, weights: str = "inline"
+    ) -> list[Artifact]:
         from .graphs import write_graphs
 
         return write_graphs(lowered, recipe, folder, report)
