@@ -97,6 +97,10 @@ class ExportError(ElasticDiTError):
     """Lowering or serialising an operating point failed."""
 
 
+class PhoneLimitError(ExportError):
+    """A recipe's artifact would break a phone's limit (one weight file's size, one function's weights)."""
+
+
 class DeviceError(ElasticDiTError):
     """A device is missing, unreachable or misbehaving."""
 

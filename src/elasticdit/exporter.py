@@ -12,16 +12,17 @@ from .bundle.manifest import Manifest, MethodEntry, PointEntry, TextEncoderEntry
 from .bundle.tokenizers import sd3_tokenizer
 from .bundle.writer import BundleWriter
 from .checkpoint import Checkpoint, load_checkpoint
-from .errors import ExportError
+from .errors import ExportError, PhoneLimitError
+from .footprint import Footprint, PhoneLimits, over_limits, weight_plan
 from .inspection import count_cost, ssba_stats
 from .lowering import lower
 from .operating_points import OperatingPoint, full_point, select
 from .progress import reporter
 from .quiet import silence_library_noise
-from .recipes import Recipe, load_recipe
+from .recipes import Recipe, load_recipe, packaged_recipes
 from .slicing import ExportUnit, export_units
 from .specs import MethodKind
-from .targets import TARGETS, Artifact, get_target
+from .targets import TARGETS, Artifact, Target, get_target
 
 
 @dataclass
@@ -37,6 +38,40 @@ class ExportRequest:
     weights: str = "inline"  # "inline" | "external" (a target's `weights_forms`)
     force: bool = False
     progress: bool | None = None
+    limits: PhoneLimits | None = None  # the target's phone limits unless given (tests pass small ones)
+
+
+def check_phone_limits(
+    target: Target,
+    recipe: Recipe,
+    cfg: Any,
+    points: list[OperatingPoint],
+    resolution: tuple[int, int],
+    limits: PhoneLimits,
+) -> Footprint:
+    """The recipe's planned footprint, or a `PhoneLimitError` (before any work) naming what breaks the target's
+    limits and the packaged recipes of this target that would fit."""
+    plan = weight_plan(cfg, points, resolution)
+    fp = plan.footprint(target.weight_storage(recipe))
+    problems = over_limits(fp, limits)
+    if not problems:
+        return fp
+    fitting = []
+    for name, path in packaged_recipes().items():
+        if path.parent.parent.name != target.name or name == recipe.name:
+            continue
+        other = load_recipe(name, target, TARGETS)
+        if not over_limits(plan.footprint(target.weight_storage(other)), limits):
+            fitting.append(other.name)
+    hint = (
+        f"recipes that fit: {', '.join(fitting)}"
+        if fitting
+        else f"no {target.name} recipe fits these operating points: export fewer or lighter ones (--ops)"
+    )
+    raise PhoneLimitError(
+        f"recipe {recipe.name} would put {'; '.join(problems)}; {hint} (splitting the transformer into block-range "
+        "packages is not done yet)"
+    )
 
 
 def point_entry(ck: Checkpoint, unit: ExportUnit) -> PointEntry:
@@ -126,7 +161,9 @@ def build_manifest(
         cfg_batch=req.cfg_batch,
         default_operating_point=full_point(cfg).name if full_point(cfg) in points else points[0].name,
         operating_points=[
-            replace(e, file=a.file, data_file=a.data_file, inputs=a.inputs, outputs=a.outputs)
+            replace(
+                e, file=a.file, data_file=a.data_file, inputs=a.inputs, outputs=a.outputs, arena_bytes=a.arena_bytes
+            )
             for e in entries
             for a in [by_method[e.method]]
         ],
@@ -171,6 +208,8 @@ def export_bundle(req: ExportRequest) -> dict[str, Any]:
     resolutions = resolutions or [ck.cfg.resolution]
     check_resolutions(ck, resolutions)
     points = select(ck.cfg, req.ops or list(recipe.operating_points))
+    limits = req.limits if req.limits is not None else target.limits
+    planned = check_phone_limits(target, recipe, ck.cfg, points, resolutions[0], limits)  # before any work
     models = ck.models()
     batch = 2 if req.cfg_batch else 1
     units = export_units(models, points, resolutions, recipe.attention, batch)  # float: costs and calibration
@@ -182,7 +221,11 @@ def export_bundle(req: ExportRequest) -> dict[str, Any]:
         return denoise_samples(models, unit.point, unit.resolution, recipe.calibration_samples, batch)
 
     with BundleWriter(req.output, req.force) as writer, reporter(len(units) + 2, req.progress) as report:
-        entries = [point_entry(ck, u) for u in units if u.kind == MethodKind.DENOISE]  # before lowering
+        entries = [  # costs counted before lowering (lowering.py, "Order")
+            replace(point_entry(ck, u), weight_bytes=planned.points[u.point.name])
+            for u in units
+            if u.kind == MethodKind.DENOISE and u.point is not None
+        ]
         lowered = lower(models, units, recipe, target.formulation, calibration, report)
         artifacts = target.write(lowered, recipe, writer.root, report, weights=req.weights)
         report.stage("writing the manifest")

@@ -5,6 +5,10 @@ measured (same rule as the profile: text encoder + steps x denoise median x call
 points that fit, the best is the one with the highest quality score when every point has one (from the
 profile's `--quality` or plan's own `--quality`), else the one with the most GFLOPs per step (more compute is
 the better-quality proxy across an elastic model's ratios and depths); ties go to the faster point.
+
+Memory: a point whose measured peak (or, when the profile measured none, its planned memory from the bundle's
+manifest: resident weight bytes + the planned activation arena) passes the budget (`--memory-mb`, or the
+`--device` profile's app memory) is excluded.
 """
 
 from __future__ import annotations
@@ -31,6 +35,15 @@ def load_results(path: str | Path) -> dict[str, Any]:
         if "name" not in p or not isinstance((p.get("denoise_ms") or {}).get("median"), int | float):
             raise ProfileError(f"{path}: an operating point lacks name or denoise_ms.median")
     return doc
+
+
+def planned_mb(point: dict[str, Any]) -> float | None:
+    """A point's planned memory from its bundle's manifest (resident weights + the planned activation arena),
+    for a profile that measured no peak; None when the bundle states no weight bytes."""
+    weights = point.get("weight_bytes")
+    if not weights:
+        return None
+    return round((weights + (point.get("arena_bytes") or 0)) / 2**20, 2)
 
 
 def plan(
@@ -64,15 +77,19 @@ def plan(
             "e2e_ms": e2e_ms(p["denoise_ms"]["median"], steps, calls, text, decode),
             "denoise_ms": p["denoise_ms"]["median"],
             "peak_memory_mb": p.get("peak_memory_mb"),
+            "planned_memory_mb": planned_mb(p),
             "gflops": p.get("gflops"),
             "score": scores.get(p["name"]),
         }
+        measured = row["peak_memory_mb"] is not None
+        memory = row["peak_memory_mb"] if measured else row["planned_memory_mb"]
         if row["e2e_ms"] > budget_ms:
             rejected.append({**row, "reason": f"{row['e2e_ms']:.1f} ms > {budget_ms:g} ms"})
-        elif memory_mb is not None and row["peak_memory_mb"] is not None and row["peak_memory_mb"] > memory_mb:
-            rejected.append({**row, "reason": f"{row['peak_memory_mb']:.0f} MB > {memory_mb:g} MB"})
+        elif memory_mb is not None and memory is not None and memory > memory_mb:
+            basis = "" if measured else " planned (weights + arena)"
+            rejected.append({**row, "reason": f"{memory:.0f} MB{basis} > {memory_mb:g} MB"})
         else:
-            row["memory_checked"] = memory_mb is None or row["peak_memory_mb"] is not None
+            row["memory_checked"] = memory_mb is None or memory is not None
             rows.append(row)
     key = "score" if by_score else "gflops"
     rows.sort(key=lambda r: (-(r[key] or 0.0), r["e2e_ms"]))

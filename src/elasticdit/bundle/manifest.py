@@ -85,6 +85,8 @@ class PointEntry(MethodEntry):
     gflops: float = 0.0
     ssba_sparsity: float = 0.0  # joint-sequence sparsity averaged over the layers (docs/design.md, "SSBA")
     ssba_image_sparsity: float = 0.0
+    weight_bytes: int = 0  # planned resident weight bytes of this method in the bundle's storage (footprint.py)
+    arena_bytes: int | None = None  # the activation arena the runtime plans for it, where the target knows it
 
     @property
     def point(self) -> OperatingPoint:
@@ -109,6 +111,8 @@ class PointEntry(MethodEntry):
             "gflops": self.gflops,
             "ssba_sparsity": self.ssba_sparsity,
             "ssba_image_sparsity": self.ssba_image_sparsity,
+            "weight_bytes": self.weight_bytes,
+            "arena_bytes": self.arena_bytes,
             "inputs": method["inputs"],
             "outputs": method["outputs"],
         }
@@ -227,6 +231,8 @@ class Manifest:
                     ssba_sparsity=p.get("ssba_sparsity", 0.0),
                     ssba_image_sparsity=p.get("ssba_image_sparsity", 0.0),
                     resolution=_resolution(p.get("resolution")),
+                    weight_bytes=int(p.get("weight_bytes") or 0),
+                    arena_bytes=p.get("arena_bytes"),
                 )
                 for p in doc["operating_points"]
             ]

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
+from ..footprint import PhoneLimits, WeightStorage
 from ..lowering import Formulation
 from ..specs import TensorSpec
 
@@ -49,6 +50,7 @@ class Artifact:
     outputs: list[TensorSpec]
     report: dict[str, Any] = field(default_factory=dict)
     data_file: str | None = None  # the weights file the program loads beside it (`--weights external`), if any
+    arena_bytes: int | None = None  # the activation memory the runtime plans for the method, where known
 
 
 class HostRunner(Protocol):
@@ -80,6 +82,12 @@ class Target(ABC):
     runs_without_checkpoint: bool = True  # its host runner needs only the bundle (generate, eval)
     runtime_ops: tuple[str, ...] = ()  # custom operators its runtime must provide (none yet)
     weights_forms: tuple[str, ...] = ("inline",)  # `export --weights`: inline (in the program) or external
+    limits: PhoneLimits = PhoneLimits()  # what its artifacts must respect on a phone (none by default)
+
+    def weight_storage(self, recipe: Recipe) -> WeightStorage:
+        """Bytes per element its artifact stores for float tensors and quantized denoise weights under `recipe`
+        (the planned footprint: `footprint.py`); float32 and nothing quantized by default."""
+        return WeightStorage()
 
     @abstractmethod
     def write(

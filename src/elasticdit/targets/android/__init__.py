@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ...footprint import WeightStorage
 from ..base import Artifact, HostRunner, ProfileBackend, Target
 
 if TYPE_CHECKING:
@@ -22,6 +23,13 @@ class AndroidTarget(Target):
     schemes = ("none", "pt2e-int8", "8da4w")
     transports = ("host", "adb", "ssh")
     weights_forms = ("inline", "external")  # external: model.pte + model.ptd (program-data separation)
+
+    def weight_storage(self, recipe: Recipe) -> WeightStorage:
+        if recipe.quantization == "8da4w":  # int4 values + a bf16 scale per group
+            return WeightStorage(4.0, 0.5 + 2.0 / recipe.group_size)
+        if recipe.quantization == "pt2e-int8":  # int8 values, a scale per output channel
+            return WeightStorage(4.0, 1.0)
+        return WeightStorage()
 
     def write(
         self, lowered: list[LoweredUnit], recipe: Recipe, folder: Path, report: Reporter, weights: str = "inline"

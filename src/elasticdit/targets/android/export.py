@@ -61,6 +61,13 @@ def delegation_of(graph_module: torch.fx.GraphModule) -> Delegation:
     )
 
 
+def planned_arenas(program) -> dict[str, int]:
+    """Per method, the bytes of the memory-planned buffers the runtime allocates to run it (the ExecuTorch
+    program's `non_const_buffer_sizes`; index 0 is reserved). XNNPACK's own scratch and packed weights are not
+    in it."""
+    return {plan.name: int(sum(plan.non_const_buffer_sizes)) for plan in program.execution_plan}
+
+
 def tag_weights_external(program: torch.export.ExportedProgram) -> int:
     """Mark every parameter, buffer and lifted constant of `program` for the external data file; returns how many."""
     sig = program.graph_signature
@@ -105,7 +112,16 @@ def write_program(lowered: list[LoweredUnit], folder: Path, report: Reporter, ex
         if written != [PTD]:
             raise ExportError(f"ExecuTorch wrote external data {written or 'none'}; expected one file, {PTD}")
         data_file = PTD
+    arenas = planned_arenas(program.executorch_program)
     return [
-        Artifact(lu.method, PTE, lu.unit.inputs, lu.unit.outputs, delegation[lu.method].to_dict(), data_file)
+        Artifact(
+            lu.method,
+            PTE,
+            lu.unit.inputs,
+            lu.unit.outputs,
+            delegation[lu.method].to_dict(),
+            data_file,
+            arenas.get(lu.method),
+        )
         for lu in lowered
     ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ...footprint import WeightStorage
 from ..base import Artifact, HostRunner, ProfileBackend, Target
 
 if TYPE_CHECKING:
@@ -20,6 +21,9 @@ class OnnxTarget(Target):
     default_recipe = "onnx-fp32"
     schemes = ("none", "dynamic-int8")
     transports = ("host", "ssh")
+
+    def weight_storage(self, recipe: Recipe) -> WeightStorage:
+        return WeightStorage(4.0, 1.0) if recipe.quantization == "dynamic-int8" else WeightStorage()
 
     def write(
         self, lowered: list[LoweredUnit], recipe: Recipe, folder: Path, report: Reporter, weights: str = "inline"
