@@ -18,7 +18,7 @@ from elasticdit.bundle.reader import read_bundle
 from elasticdit.cli import app
 from elasticdit.errors import BundleError, BundlePathError, ExternalWeightsError
 from elasticdit.specs import example_inputs
-from elasticdit.targets.android.runtime import ExecuTorchProgram, ExecuTorchRunner
+from elasticdit.targets.android.runtime import ExecuTorchRunner
 
 runner = CliRunner()
 
@@ -83,9 +83,8 @@ def test_missing_ptd_is_a_named_error(external_bundle, tiny_ckpt, tmp_path):
         ExecuTorchRunner(copy, None, opened.manifest).run(entry, inputs_for(entry, 0))
     result = runner.invoke(app, ["verify", str(copy), "--checkpoint", str(tiny_ckpt)])
     assert result.exit_code == 1 and "model.ptd: missing" in result.stderr
-    # the runtime itself refuses the program without its data: the weights are not in the .pte
-    with pytest.raises(BundleError):
-        ExecuTorchProgram(copy / "model.pte").load(entry.method)
+    # (the runtime itself must never be given the .pte alone: executorch 1.5.1's load_method crashes the process
+    # with a segmentation fault instead of an error when the external data is absent; docs/android.md)
 
 
 def test_altered_ptd_is_a_named_error(external_bundle, tmp_path):
