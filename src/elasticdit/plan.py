@@ -77,12 +77,14 @@ def plan(
             "e2e_ms": e2e_ms(p["denoise_ms"]["median"], steps, calls, text, decode),
             "denoise_ms": p["denoise_ms"]["median"],
             "peak_memory_mb": p.get("peak_memory_mb"),
-            "planned_memory_mb": planned_mb(p),
             "gflops": p.get("gflops"),
             "score": scores.get(p["name"]),
         }
+        planned = planned_mb(p)
+        if planned is not None:  # a bundle that states its weight bytes
+            row["planned_memory_mb"] = planned
         measured = row["peak_memory_mb"] is not None
-        memory = row["peak_memory_mb"] if measured else row["planned_memory_mb"]
+        memory = row["peak_memory_mb"] if measured else planned
         if row["e2e_ms"] > budget_ms:
             rejected.append({**row, "reason": f"{row['e2e_ms']:.1f} ms > {budget_ms:g} ms"})
         elif memory_mb is not None and memory is not None and memory > memory_mb:

@@ -48,7 +48,9 @@ def inspect(
         str | None,
         typer.Option(help="Count resident weight bytes as this recipe stores them (default: float32, unquantized)."),
     ] = None,
-    target: Annotated[str, typer.Option(help="The target whose recipe --recipe names.")] = "android",
+    target: Annotated[
+        str | None, typer.Option(help="The target of --recipe (default: the packaged recipe's own).")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Elastic space, parameters, per-operating-point tokens, GFLOPs, SSBA sparsity and memory."""
@@ -56,7 +58,15 @@ def inspect(
     from ..targets import get_target, target_recipe
 
     path = checkpoint or default_checkpoint()
-    storage = get_target(target).weight_storage(target_recipe(recipe, target)) if recipe else None
+    storage = None
+    if recipe:
+        from ..recipes import packaged_recipes
+
+        known = packaged_recipes()
+        name = target or (known[recipe].parent.parent.name if recipe in known else None)
+        if name is None:
+            raise typer.BadParameter("--recipe PATH.toml needs --target")
+        storage = get_target(name).weight_storage(target_recipe(recipe, name))
     report = inspect_models(_load_for_inspect(path, resolution), resolution, attention, storage)
     report["recipe"] = recipe
     report["checkpoint"] = str(path)
