@@ -88,8 +88,9 @@ def test_verify_checks_the_converted_graph_in_fp16_with_the_package_weights(bund
     report = verify(out, tiny_ckpt)
     assert [m["method"] for m in report["methods"]] == ["denoise_r1_d4", "denoise_r2_d2", "decode", "encode_text"]
     for m in report["methods"]:
-        assert m["metric"] == "rel_err" and m["limit"] == 1e-2 and m["passed"]
-        assert 1e-6 < m["value"] <= 1e-2  # fp16 really emulated: not float32-exact
+        assert m["metric"] == "rel_err" and m["value"] <= m["limit"] and m["passed"]
+        assert "float16 compute emulated" in m["reference"]  # the same numerics as the package
+        assert m["snr_db"] < 100  # fp16 really emulated: not float32-exact
         assert "needs macOS" in m["note"] and "float16" in m["note"]
 
 
@@ -188,8 +189,9 @@ def test_weights_are_stored_once_after_compression(compressed):
 def test_compressed_recipes_report_snr(compressed, bare_ckpt):
     _, out, _ = compressed
     for check in verify(out, bare_ckpt)["methods"]:
-        assert check["metric"] == "snr_db" and check["passed"] and check["value"] >= check["limit"] >= 17
-        assert check["value"] < 80  # the compressed weights really are the ones checked
+        assert check["metric"] == "rel_err" and check["passed"] and check["value"] <= check["limit"]
+        assert check["snr_db"] >= check["min_snr_db"] >= 17
+        assert check["snr_db"] < 80  # the compressed weights really are the ones checked
         assert "decoded from model.mlpackage" in check["note"]
 
 

@@ -24,6 +24,9 @@ FORBIDDEN = [
     ("elasticdit.bundle.manifest", "elasticdit.targets"),
     ("elasticdit.model", "elasticdit.targets"),
     ("elasticdit.ssba", "elasticdit.targets"),
+    ("elasticdit.kernels", "elasticdit.targets"),
+    ("elasticdit.kernels", "elasticdit.bundle"),
+    ("elasticdit.kernels", "elasticdit.ssba"),
 ]
 
 

@@ -52,7 +52,7 @@ def test_lowering_equals_masked(case, kind):
 
 
 def test_registry_has_the_lowerings_and_dense_patterns_run_plain_attention():
-    assert {"dense", "masked", "tiles", "slices"} <= set(lowering_names())
+    assert {"dense", "masked", "tiles", "slices", "kernel"} <= set(lowering_names())
     dense_pattern = compile_pattern((8, 8), 4, 1, True, 3)  # 2x2 tiles fit one 3x3 window
     assert dense_pattern.is_dense
     assert isinstance(make_core("tiles", 8, dense_pattern), DenseAttention)

@@ -101,6 +101,11 @@ class PhoneLimitError(ExportError):
     """A recipe's artifact would break a phone's limit (one weight file's size, one function's weights)."""
 
 
+class DenseAttentionError(ExportError):
+    """A recipe lowers attention as `dense` for a checkpoint whose SSBA masks the points exported: a different
+    function from the one the checkpoint was trained with."""
+
+
 class DeviceError(ElasticDiTError):
     """A device is missing, unreachable or misbehaving."""
 
@@ -111,6 +116,10 @@ class DeviceProfileError(ElasticDiTError):
 
 class ProfileError(ElasticDiTError):
     """A profile result is malformed or cannot satisfy a request."""
+
+
+class KernelError(ElasticDiTError):
+    """elasticdit's native ExecuTorch kernels cannot be built or loaded, or a runtime lacks an op a bundle needs."""
 
 
 def first_line(exc: BaseException, limit: int = 300) -> str:

@@ -12,7 +12,7 @@ from .bundle.manifest import Manifest, MethodEntry, PointEntry, TextEncoderEntry
 from .bundle.tokenizers import sd3_tokenizer
 from .bundle.writer import BundleWriter
 from .checkpoint import Checkpoint, load_checkpoint
-from .errors import ExportError, PhoneLimitError
+from .errors import DenseAttentionError, ExportError, PhoneLimitError
 from .footprint import Footprint, PhoneLimits, over_limits, weight_plan
 from .inspection import count_cost, ssba_stats
 from .lowering import lower
@@ -22,6 +22,7 @@ from .quiet import silence_library_noise
 from .recipes import Recipe, load_recipe, packaged_recipes
 from .slicing import ExportUnit, export_units
 from .specs import MethodKind
+from .ssba.lowering import lowering_names
 from .targets import TARGETS, Artifact, Target, get_target
 
 
@@ -178,6 +179,7 @@ def build_manifest(
             else None
         ),
         backend_report={a.method: a.report for a in artifacts},
+        runtime_ops=get_target(req.target).runtime_ops(artifacts),
     )
 
 
@@ -191,6 +193,20 @@ def check_resolutions(ck: Checkpoint, resolutions: list[tuple[int, int]]) -> Non
             raise ExportError(f"resolution {h}x{w} is given twice")
         seen.add((h, w))
         check_resolution(ck.cfg, (h, w))
+
+
+def refuse_dense_on_ssba(
+    ck: Checkpoint, recipe: Recipe, points: list[OperatingPoint], resolution: tuple[int, int]
+) -> None:
+    """`lowering.attention = "dense"` is only a lowering where no SSBA mask removes anything."""
+    if recipe.attention != "dense":
+        return
+    masked = [p.name for p in points if (s := ssba_stats(ck.cfg, p, resolution)) and s.joint_sparsity > 0]
+    if masked:
+        raise DenseAttentionError(
+            f"recipe '{recipe.name}' lowers attention as 'dense', but the checkpoint's SSBA masks "
+            f"{', '.join(masked)}: dense attention is another function; choose {', '.join(lowering_names()[1:])}"
+        )
 
 
 def export_bundle(req: ExportRequest) -> dict[str, Any]:
@@ -208,6 +224,8 @@ def export_bundle(req: ExportRequest) -> dict[str, Any]:
     resolutions = resolutions or [ck.cfg.resolution]
     check_resolutions(ck, resolutions)
     points = select(ck.cfg, req.ops or list(recipe.operating_points))
+    for resolution in resolutions:
+        refuse_dense_on_ssba(ck, recipe, points, resolution)
     limits = req.limits if req.limits is not None else target.limits
     planned = check_phone_limits(target, recipe, ck.cfg, points, resolutions[0], limits)  # before any work
     models = ck.models()

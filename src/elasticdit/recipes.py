@@ -48,7 +48,11 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], tuple | None]]] = {
         "precision": (str, ("fp16", "fp32")),
         "minimum_deployment_target": (str, ("iOS18",)),
     },
-    "verify": {"max_rel_error": ((int, float), None), "min_snr_db": ((int, float), None)},
+    "verify": {
+        "max_rel_error": ((int, float), None),
+        "quantized_max_rel_error": ((int, float), None),
+        "min_snr_db": ((int, float), None),
+    },
 }
 
 
@@ -68,6 +72,7 @@ class Recipe:
     precision: str = "fp32"
     minimum_deployment_target: str = "iOS18"
     max_rel_error: float | None = None
+    quantized_max_rel_error: float | None = None
     min_snr_db: float | None = None
     operating_points: tuple[str, ...] = ()
     source: str = ""
@@ -168,6 +173,7 @@ def parse_recipe(raw: dict[str, Any], source: str, targets: Mapping[str, RecipeT
         precision=flat.get("precision", defaults["precision"]),
         minimum_deployment_target=flat.get("minimum_deployment_target", defaults["minimum_deployment_target"]),
         max_rel_error=flat.get("max_rel_error"),
+        quantized_max_rel_error=flat.get("quantized_max_rel_error"),
         min_snr_db=flat.get("min_snr_db"),
         operating_points=tuple(points),
         source=source,

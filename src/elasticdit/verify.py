@@ -1,9 +1,17 @@
-"""`verify`: a bundle's hashes, structure, and every method's numerics against the PyTorch reference."""
+"""`verify`: a bundle's hashes, structure, and every method's numerics against a reference of its own numerics.
+
+Each method runs on this host (the target's `host_runner`) at several noise levels and is compared with
+`Target.reference` (the quantized model itself for a quantized recipe; the float32 PyTorch reference otherwise) at
+a tight relative-error limit, so a wrong lowering, a dropped block or perturbed weights fail under every recipe;
+the SNR against the float32 reference is reported beside it (and held to the recipe's floor for quantized
+methods). The limits and the reference numerics come from this tool's own recipe of the bundle's recipe name,
+never from the bundle's manifest: a difference between the two is reported (docs/design.md, "verify").
+"""
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,22 +22,39 @@ from .bundle.reader import read_bundle
 from .checkpoint import load_checkpoint
 from .errors import BundleError, CheckpointError
 from .model.pipeline import Models
+from .operating_points import select
 from .quant import applies
-from .recipes import Recipe
+from .recipes import Recipe, packaged_recipes
+from .slicing import ExportUnit, decode_unit, denoise_unit, encode_text_unit
 from .specs import MethodKind, example_inputs
+from .targets import Target, target_recipe
 
-DEFAULT_MAX_REL_ERROR = 1e-4
+DEFAULT_MAX_REL_ERROR = 1e-4  # a float32 method against the float32 reference
+DEFAULT_QUANTIZED_MAX_REL_ERROR = 2e-3  # a quantized method against the quantized model itself
 DEFAULT_MIN_SNR_DB = 30.0
+NOISE_LEVELS = (0.98, 0.5, 0.02)  # sigma of the denoise inputs: almost pure noise, half way, almost clean
+PROMPT = "two red circles above a blue square"
+
+
+@dataclass
+class Level:
+    sigma: float | None
+    rel_err: float
+    snr_db: float
 
 
 @dataclass
 class MethodCheck:
     method: str
     kind: str
-    metric: str  # "rel_err" (float recipes) or "snr_db" (quantized denoise methods)
+    reference: str  # what the outputs were compared with (the same numerics as the artifact)
+    metric: str  # "rel_err": relative error against `reference`, the worst over the noise levels
     value: float
     limit: float
+    snr_db: float  # against the float32 reference, the worst over the noise levels
+    min_snr_db: float | None  # the recipe's floor for quantized methods; None: not held to one
     passed: bool
+    levels: list[Level] = field(default_factory=list)
     note: str = ""
 
 
@@ -42,27 +67,44 @@ def snr_db(out: torch.Tensor, ref: torch.Tensor) -> float:
     return math.inf if noise == 0 else 20 * math.log10(float(ref.double().norm()) / noise)
 
 
-def verification_inputs(models: Models, entry: MethodEntry, seed: int = 7) -> list[torch.Tensor]:
-    """Seeded inputs of the manifest's shapes; denoise gets real text embeddings when a text encoder exists."""
-    inputs = list(example_inputs(entry.inputs, seed))
-    if entry.kind == MethodKind.DENOISE and models.text_encoder is not None:
-        batch = inputs[0].shape[0]
+def verification_inputs(models: Models, entry: MethodEntry, seed: int = 7) -> list[tuple[float | None, list]]:
+    """(sigma, inputs) pairs of the manifest's shapes. Denoise: a latent at each of NOISE_LEVELS,
+    (1 - sigma) * x0 + sigma * noise with that timestep, and real text embeddings when a text encoder exists;
+    the other methods: one seeded draw."""
+    base = list(example_inputs(entry.inputs, seed))
+    if entry.kind != MethodKind.DENOISE:
+        return [(None, base)]
+    if models.text_encoder is not None:
+        batch = base[0].shape[0]
         with torch.no_grad():
-            text, pooled = models.encode_prompt("two red circles above a blue square")
-        inputs[2], inputs[3] = text.expand(batch, -1, -1).contiguous(), pooled.expand(batch, -1).contiguous()
-    return inputs
+            text, pooled = models.encode_prompt(PROMPT)
+        base[2], base[3] = text.expand(batch, -1, -1).contiguous(), pooled.expand(batch, -1).contiguous()
+    g = torch.Generator().manual_seed(seed + 1)
+    clean, noise = torch.randn(base[0].shape, generator=g), torch.randn(base[0].shape, generator=g)
+    levels = []
+    for sigma in NOISE_LEVELS:
+        latent = (1 - sigma) * clean + sigma * noise
+        levels.append((sigma, [latent, torch.full_like(base[1], sigma), *base[2:]]))
+    return levels
 
 
-@torch.no_grad()
-def reference(models: Models, entry: MethodEntry, manifest: Manifest, inputs: list[torch.Tensor]):
-    """The PyTorch reference of a method: masked SSBA attention (docs/design.md, "SSBA"), float32."""
+def reference_unit(models: Models, entry: MethodEntry, manifest: Manifest) -> ExportUnit:
+    """The method sliced from the checkpoint with the reference attention (`masked`) at its own resolution; a
+    denoise method's blocks are the checkpoint's for that point name, not the manifest's."""
+    default = tuple(manifest.resolution)
+    resolution = tuple(entry.resolution or default)
     if isinstance(entry, PointEntry):
-        resolution = entry.resolution or manifest.resolution
-        net = models.transformer.operating_point(entry.point, resolution, "masked")
-        return [net(*inputs)]
+        (point,) = select(models.cfg, [entry.name])
+        return denoise_unit(models, point, resolution, "masked", entry.batch, default)
     if entry.kind == MethodKind.DECODE:
-        return [models.vae.decode(inputs[0])]
-    return list(models.text_encoder(inputs[0]))
+        return decode_unit(models, resolution, default)
+    return encode_text_unit(models)
+
+
+def _run(module: torch.nn.Module, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+    with torch.no_grad():
+        out = module(*inputs)
+    return list(out) if isinstance(out, tuple | list) else [out]
 
 
 def resolve_checkpoint(manifest: Manifest, checkpoint: Path | None) -> Path:
@@ -77,17 +119,101 @@ def resolve_checkpoint(manifest: Manifest, checkpoint: Path | None) -> Path:
     raise CheckpointError("the bundle was not exported from the demo checkpoint; pass --checkpoint CKPT")
 
 
-def judge(
-    recipe: Recipe, kind: MethodKind, out: list[torch.Tensor], ref: list[torch.Tensor], method: str, note: str = ""
-) -> MethodCheck:
-    """SNR against the float reference for the methods the recipe quantizes, relative error for the others."""
+def _differences(ours: dict[str, Any], theirs: dict[str, Any], where: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(ours) | set(theirs)):
+        a, b = ours.get(key), theirs.get(key)
+        name = f"{where}{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{name}.")
+        elif a != b:
+            out.append(f"{name}: this tool's recipe has {a!r}, the bundle's manifest {b!r}")
+    return out
+
+
+def tool_recipe(manifest: Manifest) -> tuple[Recipe, list[str]]:
+    """This tool's recipe of the bundle's recipe name (its limits and numerics are what `verify` uses) and how the
+    manifest's copy differs from it. A recipe the tool does not ship (a .toml the export was given) is taken from
+    the manifest with its limits no looser than the defaults."""
+    bundled = manifest.recipe
+    if bundled.name in packaged_recipes():
+        ours = target_recipe(bundled.name, manifest.target)
+        return ours, _differences(dict(ours.raw), dict(bundled.raw))
+    note = f"recipe '{bundled.name}' is not one of this tool's: the manifest's copy, limits no looser than the defaults"
+
+    def tighter(value: float | None, default: float, lower_is_tighter: bool) -> float:
+        if value is None:
+            return default
+        return min(value, default) if lower_is_tighter else max(value, default)
+
+    return replace(
+        bundled,
+        max_rel_error=tighter(bundled.max_rel_error, DEFAULT_MAX_REL_ERROR, True),
+        quantized_max_rel_error=tighter(bundled.quantized_max_rel_error, DEFAULT_QUANTIZED_MAX_REL_ERROR, True),
+        min_snr_db=tighter(bundled.min_snr_db, DEFAULT_MIN_SNR_DB, False),
+    ), [note]
+
+
+def limits(recipe: Recipe, kind: MethodKind) -> tuple[float, float | None]:
+    """(relative-error limit against the same-numerics reference, SNR floor against float32 or None)."""
     if applies(recipe.quantization, kind):
-        value = min(snr_db(o, r) for o, r in zip(out, ref, strict=True))
-        limit = float(recipe.min_snr_db if recipe.min_snr_db is not None else DEFAULT_MIN_SNR_DB)
-        return MethodCheck(method, str(kind), "snr_db", value, limit, value >= limit, note)
-    value = max(rel_err(o, r) for o, r in zip(out, ref, strict=True))
-    limit = float(recipe.max_rel_error if recipe.max_rel_error is not None else DEFAULT_MAX_REL_ERROR)
-    return MethodCheck(method, str(kind), "rel_err", value, limit, value <= limit, note)
+        rel = recipe.quantized_max_rel_error
+        floor = recipe.min_snr_db if recipe.min_snr_db is not None else DEFAULT_MIN_SNR_DB
+        return float(rel if rel is not None else DEFAULT_QUANTIZED_MAX_REL_ERROR), float(floor)
+    return float(recipe.max_rel_error if recipe.max_rel_error is not None else DEFAULT_MAX_REL_ERROR), None
+
+
+def _levels(runner: Any, unit: ExportUnit, same: Any, entry: MethodEntry, draws: list) -> list[Level]:
+    levels = []
+    for sigma, inputs in draws:
+        out = runner.run(entry, inputs)
+        for o, spec in zip(out, entry.outputs, strict=True):
+            if list(o.shape) != list(spec.shape):
+                raise BundleError(
+                    f"{entry.method} returned {spec.name} of shape {list(o.shape)}, manifest says {spec.shape}"
+                )
+        fp32 = _run(unit.module, inputs)
+        ref = same.run(inputs) if same is not None else fp32
+        levels.append(
+            Level(
+                sigma,
+                max(rel_err(o, r) for o, r in zip(out, ref, strict=True)),
+                min(snr_db(o, r) for o, r in zip(out, fp32, strict=True)),
+            )
+        )
+    return levels
+
+
+def check_method(
+    target: Target, runner: Any, models: Models, recipe: Recipe, manifest: Manifest, entry: MethodEntry
+) -> MethodCheck:
+    unit = reference_unit(models, entry, manifest)
+    same = target.reference(models, recipe, unit)
+    note = runner.note(entry)
+    if isinstance(entry, PointEntry) and tuple(entry.blocks) != unit.point.blocks:
+        note = f"the manifest lists blocks {entry.blocks}, the checkpoint's {entry.name} has {list(unit.point.blocks)}"
+    try:
+        levels = _levels(runner, unit, same, entry, verification_inputs(models, entry))
+    finally:
+        if same is not None:
+            same.close()
+    limit, floor = limits(recipe, entry.kind)
+    value = max(level.rel_err for level in levels)
+    snr = min(level.snr_db for level in levels)
+    passed = value <= limit and (floor is None or snr >= floor) and not note.startswith("the manifest lists")
+    return MethodCheck(
+        entry.method,
+        str(entry.kind),
+        same.name if same is not None else "float32 (PyTorch)",
+        "rel_err",
+        value,
+        limit,
+        snr,
+        floor,
+        passed,
+        levels,
+        note,
+    )
 
 
 def verify_bundle(bundle: str | Path, checkpoint: Path | None = None, threads: int | None = None) -> dict[str, Any]:
@@ -100,23 +226,17 @@ def verify_bundle(bundle: str | Path, checkpoint: Path | None = None, threads: i
             f"{ck.path} (sha256 {ck.sha256[:12]}) is not the checkpoint this bundle was exported from "
             f"({manifest.checkpoint_sha256[:12]})"
         )
+    recipe, differences = tool_recipe(manifest)
     models = ck.models()
-    runner = opened.target.host_runner(opened.path, manifest, threads, models)
-    checks = []
-    for entry in manifest.methods():
-        inputs = verification_inputs(models, entry)
-        ref = reference(models, entry, manifest, inputs)
-        out = runner.run(entry, inputs)
-        for o, spec in zip(out, entry.outputs, strict=True):
-            if list(o.shape) != list(spec.shape):
-                raise BundleError(
-                    f"{entry.method} returned {spec.name} of shape {list(o.shape)}, manifest says {spec.shape}"
-                )
-        checks.append(judge(manifest.recipe, entry.kind, out, ref, entry.method, runner.note(entry)))
+    target = opened.target
+    runner = target.host_runner(opened.path, manifest, threads, models)
+    checks = [check_method(target, runner, models, recipe, manifest, entry) for entry in manifest.methods()]
     return {
         "bundle": str(opened.path),
         "target": manifest.target,
         "recipe": manifest.recipe.name,
+        "recipe_differences": differences,
+        "noise_levels": list(NOISE_LEVELS),
         "files": files,
         "methods": [asdict(c) for c in checks],
         "passed": all(c.passed for c in checks),

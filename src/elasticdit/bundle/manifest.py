@@ -144,6 +144,7 @@ class Manifest:
     default_operating_point: str = ""
     tool_version: str = ""
     backend_report: dict[str, Any] = field(default_factory=dict)  # per method, as the target reported it
+    runtime_ops: list[str] = field(default_factory=list)  # custom ops the runtime must provide (Target.runtime_ops)
     files: list[dict[str, Any]] = field(default_factory=list)  # {path, sha256, bytes}, written by the writer
 
     def methods(self) -> list[MethodEntry]:
@@ -207,6 +208,8 @@ class Manifest:
             "text_encoder": self.text_encoder.to_dict() if self.text_encoder else None,
             "backend_report": self.backend_report,
         }
+        if self.runtime_ops:  # omitted when empty: a bundle that needs only the stock runtime reads as before
+            doc["runtime_ops"] = list(self.runtime_ops)
         if self.files:
             doc["files"] = self.files
         return doc
@@ -257,6 +260,9 @@ class Manifest:
             raise BundleError(f"{where}: a method entry is malformed ({type(exc).__name__}: {exc})") from None
         if not isinstance(doc["recipe"], dict):
             raise BundleError(f"{where}: 'recipe' must be a table")
+        runtime_ops = doc.get("runtime_ops", [])
+        if not isinstance(runtime_ops, list) or not all(isinstance(op, str) and op for op in runtime_ops):
+            raise BundleError(f"{where}: 'runtime_ops' must be a list of operator names")
         return Manifest(
             target=doc["target"],
             checkpoint_sha256=doc["checkpoint_sha256"],
@@ -273,6 +279,7 @@ class Manifest:
             default_operating_point=doc.get("default_operating_point") or (points[0].name if points else ""),
             tool_version=(doc.get("tool") or {}).get("version", ""),
             backend_report=doc.get("backend_report") or {},
+            runtime_ops=list(runtime_ops),
             files=doc["files"],
         )
 

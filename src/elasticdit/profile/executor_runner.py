@@ -39,7 +39,8 @@ ET_ERRORS = {
 }
 ET_HINTS = {
     "OperatorMissing": "the runner lacks a kernel this program uses: build it with the optimized and quantized "
-    "kernels (-DEXECUTORCH_BUILD_KERNELS_OPTIMIZED=ON -DEXECUTORCH_BUILD_KERNELS_QUANTIZED=ON)",
+    "kernels (-DEXECUTORCH_BUILD_KERNELS_OPTIMIZED=ON -DEXECUTORCH_BUILD_KERNELS_QUANTIZED=ON), and with "
+    "elasticdit's kernels if the manifest's runtime_ops lists an elasticdit:: op (docs/ssba.md)",
     "NotFound": "the runner was built without a backend or method the program needs: build it with "
     "-DEXECUTORCH_BUILD_XNNPACK=ON",
     "DelegateInvalidCompatibility": "the runner's XNNPACK is older or newer than the exporter's: build "

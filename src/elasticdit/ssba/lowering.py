@@ -12,6 +12,7 @@ from collections.abc import Callable
 from torch import nn
 
 from .cores import DenseAttention, MaskedAttention
+from .kernel import KernelAttention
 from .pattern import SSBAPattern
 from .slices import SlicesAttention
 from .tiles import TilesAttention
@@ -33,6 +34,7 @@ def register_lowering(name: str) -> Callable[[CoreFactory], CoreFactory]:
     return bind
 
 
+register_lowering("kernel")(KernelAttention)  # elasticdit's own ExecuTorch op: needs a runtime built with it
 register_lowering("masked")(MaskedAttention)
 register_lowering("slices")(SlicesAttention)
 register_lowering("tiles")(TilesAttention)

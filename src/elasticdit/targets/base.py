@@ -7,19 +7,21 @@ A target (`android`: ExecuTorch + XNNPACK, `ios`: Core ML, `onnx`: ONNX Runtime)
 - `write`: the artifact(s) from the lowered programs, one typed `Artifact` per method;
 - `host_runner`: running the bundle's methods on this host (verify, generate, eval);
 - `profile_backend`: loading and timing methods for the profiler (`--device host`, and what the devices it
-  names in `transports` run).
+  names in `transports` run);
+- `reference`: what `verify` compares a method's output with, of the artifact's own numerics (the quantized model
+  itself; the float32 PyTorch reference by default).
 
-The seams later work fills in per target, each with a default here: `reference` (a same-numerics reference for
-`verify`: the quantized model itself), `runtime_ops` (custom operators the runtime must provide, e.g. an SSBA
-kernel), and extra files beside the program (external weights, `weights_forms`: every file the target writes into
-the folder is hashed into the manifest's `files`, `Artifact.file` names the one a method is loaded from and
-`Artifact.data_file` the weights file it needs beside it). docs/design.md lists what a new target implements.
+The seams later work fills in per target, each with a default here: `runtime_ops` (custom operators the runtime
+must provide, e.g. an SSBA kernel), and extra files beside the program (external weights, `weights_forms`: every
+file the target writes into the folder is hashed into the manifest's `files`, `Artifact.file` names the one a
+method is loaded from and `Artifact.data_file` the weights file it needs beside it). docs/design.md lists what a
+new target implements.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
     from ..model.pipeline import Models
     from ..progress import Reporter
     from ..recipes import Recipe
+    from ..slicing import ExportUnit
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,16 @@ class Artifact:
     report: dict[str, Any] = field(default_factory=dict)
     data_file: str | None = None  # the weights file the program loads beside it (`--weights external`), if any
     arena_bytes: int | None = None  # the activation memory the runtime plans for the method, where known
+    runtime_ops: tuple[str, ...] = ()  # operators it calls that a stock runtime lacks (Target.runtime_ops)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A method's reference of the artifact's own numerics: `run(inputs)` -> outputs; `name` says what it is."""
+
+    name: str
+    run: Callable[[list[torch.Tensor]], list[torch.Tensor]]
+    close: Callable[[], None] = lambda: None  # frees what it holds (a temporary folder)
 
 
 class HostRunner(Protocol):
@@ -80,7 +93,6 @@ class Target(ABC):
     formulation: Formulation = Formulation()
     transports: tuple[str, ...] = ("host",)  # `--device` kinds that run its bundles
     runs_without_checkpoint: bool = True  # its host runner needs only the bundle (generate, eval)
-    runtime_ops: tuple[str, ...] = ()  # custom operators its runtime must provide (none yet)
     weights_forms: tuple[str, ...] = ("inline",)  # `export --weights`: inline (in the program) or external
     limits: PhoneLimits = PhoneLimits()  # what its artifacts must respect on a phone (none by default)
 
@@ -102,12 +114,70 @@ class Target(ABC):
     ) -> HostRunner:
         """Runs the bundle's methods on this host; `models` (the checkpoint's) for targets that need them."""
 
+    def runtime_ops(self, artifacts: list[Artifact]) -> list[str]:
+        """The custom operators the bundle's runtime must provide (the manifest's `runtime_ops`, omitted when
+        empty), sorted: by default what the writer reported per method, none for a target whose runtime has
+        no custom operators. The target's host runner and profile backend refuse a bundle whose list this
+        host's runtime lacks."""
+        return sorted({op for artifact in artifacts for op in artifact.runtime_ops})
+
     def profile_backend(self, bundle: Path, manifest: Manifest, threads: int | None) -> ProfileBackend:
         from ..errors import BundleError
 
         raise BundleError(f"{bundle} is an {self.name} bundle; this host cannot time its methods")
 
-    def reference(self, models: Models, manifest: Manifest, entry: MethodEntry) -> Any | None:
-        """A reference with the artifact's own numerics for `verify` (the quantized model itself); None: the
-        float32 PyTorch reference is the only one (every target today)."""
+    def reference(self, models: Models, recipe: Recipe, unit: ExportUnit) -> Reference | None:
+        """The reference `verify` compares a method with: the model of the artifact's numerics under `recipe` (the
+        tool's own recipe of the bundle's name), built from `unit`, the method sliced from the checkpoint with
+        the reference attention (`masked`). None: the float32 PyTorch reference (`unit.module`) is it."""
         return None
+
+    def rebuilt_reference(self, models: Models, recipe: Recipe, unit: ExportUnit) -> Reference:
+        """`unit` lowered with `recipe` by this tool's own export path (quantized as the export quantizes it,
+        calibrated on the export's samples) into a temporary folder, run by this target's host runner: the
+        quantized model itself, in the runtime whose integer rounding the bundle's artifact uses."""
+        import shutil
+        import tempfile
+        from types import SimpleNamespace
+
+        from ..bundle.files import file_entries
+        from ..bundle.manifest import MethodEntry
+        from ..calibration import denoise_samples
+        from ..lowering import lower
+        from ..progress import reporter
+
+        batch = unit.example_inputs[0].shape[0]
+
+        def calibration(u: ExportUnit) -> list[tuple[torch.Tensor, ...]]:
+            assert u.point is not None
+            return denoise_samples(models, u.point, u.module.resolution, recipe.calibration_samples, batch)
+
+        folder = Path(tempfile.mkdtemp(prefix="elasticdit-reference-"))
+        try:
+            with reporter(2, False) as report:
+                lowered = lower(models, [unit], recipe, self.formulation, calibration, report)
+                (artifact,) = self.write(lowered, recipe, folder, report)
+            entry = MethodEntry(
+                kind=unit.kind,
+                method=unit.method,
+                file=artifact.file,
+                inputs=artifact.inputs,
+                outputs=artifact.outputs,
+                data_file=artifact.data_file,
+            )
+            # what a host runner reads of a manifest: its methods, runtime_ops, and the hashed files (a data_file
+            # is checked against them)
+            manifest: Any = SimpleNamespace(
+                methods=lambda: [entry],
+                runtime_ops=list(artifact.runtime_ops),
+                files=file_entries(folder) if artifact.data_file else [],
+            )
+            runner = self.host_runner(folder, manifest, None, models)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        return Reference(
+            f"{recipe.name} export of the checkpoint's unit (masked attention), run in this host's runtime",
+            lambda inputs: runner.run(entry, inputs),
+            lambda: shutil.rmtree(folder, ignore_errors=True),
+        )

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ...footprint import WeightStorage
-from ..base import Artifact, HostRunner, ProfileBackend, Target
+from ..base import Artifact, HostRunner, ProfileBackend, Reference, Target
 
 if TYPE_CHECKING:
     from ...bundle.manifest import Manifest
@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from ...model.pipeline import Models
     from ...progress import Reporter
     from ...recipes import Recipe
+    from ...slicing import ExportUnit
 
 
 class AndroidTarget(Target):
@@ -49,3 +50,12 @@ class AndroidTarget(Target):
         from .profile import ExecuTorchHost
 
         return ExecuTorchHost(bundle, threads, manifest)
+
+    def reference(self, models: Models, recipe: Recipe, unit: ExportUnit) -> Reference | None:
+        """For the denoise methods of a quantized recipe, the quantized model itself: the checkpoint's unit
+        exported again by this tool's recipe and run in the same runtime (`rebuilt_reference`). A PyTorch run of
+        the quantized module differs from the runtime's integer rounding by as much as the quantization error
+        itself (docs/design.md, "verify"), too coarse to see a wrong lowering."""
+        from ...quant import applies
+
+        return self.rebuilt_reference(models, recipe, unit) if applies(recipe.quantization, unit.kind) else None

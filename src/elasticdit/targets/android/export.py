@@ -27,6 +27,10 @@ from ..base import Artifact
 PTE = "model.pte"
 DATA_TAG = "model"  # the external data's tag: ExecuTorch writes it as `model.ptd`
 PTD = f"{DATA_TAG}.ptd"
+# The operator namespaces every ExecuTorch runtime registers: its portable (and optimized) kernels and its
+# primitive ops. An op of any other namespace outside the delegates comes from a kernel library the app's
+# runtime must link (elasticdit's SSBA kernel, ExecuTorch's quantized or LLM kernels): a runtime op.
+STOCK_NAMESPACES = frozenset({"aten", "dim_order_ops", "et_copy", "executorch_prim"})
 
 
 @dataclass
@@ -80,6 +84,16 @@ def tag_weights_external(program: torch.export.ExportedProgram) -> int:
     return count
 
 
+def runtime_ops(program) -> dict[str, tuple[str, ...]]:
+    """{method: the operators its plan calls outside the delegates and outside `STOCK_NAMESPACES`}, by the
+    runtime's names (`elasticdit::ssba_attention.out`), sorted."""
+    found = {}
+    for plan in program.executorch_program.execution_plan:
+        names = {f"{op.name}.{op.overload}" if op.overload else op.name for op in plan.operators}
+        found[plan.name] = tuple(sorted(n for n in names if n.partition("::")[0] not in STOCK_NAMESPACES))
+    return found
+
+
 def write_program(lowered: list[LoweredUnit], folder: Path, report: Reporter, external: bool = False) -> list[Artifact]:
     """Write model.pte (and with `external`, model.ptd) into folder; one Artifact per method, reporting what
     XNNPACK took and what it left."""
@@ -113,6 +127,7 @@ def write_program(lowered: list[LoweredUnit], folder: Path, report: Reporter, ex
             raise ExportError(f"ExecuTorch wrote external data {written or 'none'}; expected one file, {PTD}")
         data_file = PTD
     arenas = planned_arenas(program.executorch_program)
+    ops = runtime_ops(program)
     return [
         Artifact(
             lu.method,
@@ -120,8 +135,9 @@ def write_program(lowered: list[LoweredUnit], folder: Path, report: Reporter, ex
             lu.unit.inputs,
             lu.unit.outputs,
             delegation[lu.method].to_dict(),
-            data_file,
-            arenas.get(lu.method),
+            data_file=data_file,
+            arena_bytes=arenas.get(lu.method),
+            runtime_ops=ops[lu.method],
         )
         for lu in lowered
     ]

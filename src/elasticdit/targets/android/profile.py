@@ -34,6 +34,10 @@ class ExecuTorchHost:
             set_threads(threads)  # once, before anything is loaded (a loaded delegate keeps its pool)
             Runtime.get()
         self.runtime_start_ms = (time.perf_counter() - t0) * 1e3  # import + start, when this process does it first
+        from .runtime import require_runtime_ops
+
+        # after the runtime's start: a first build of the kernels is not timed
+        require_runtime_ops(manifest.runtime_ops if manifest is not None else ())
         self.bundle, self.manifest = bundle, manifest
         self._data: dict[str, Path | None] = {}  # weights files checked so far (checked once, outside the timing)
 

@@ -4,12 +4,13 @@ with `--weights external` loads its `.ptd` beside it (`data_path`), checked agai
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ...errors import BundleError, ExternalWeightsError, first_line
+from ...errors import BundleError, ExternalWeightsError, KernelError, first_line
 from ...quiet import native_stderr_captured
 
 
@@ -42,6 +43,28 @@ def set_threads(threads: int | None) -> None:
         from executorch.extension.pybindings import portable_lib
 
         portable_lib._unsafe_reset_threadpool(int(threads))
+
+
+def require_runtime_ops(ops: Sequence[str]) -> None:
+    """Make this process's runtime provide every op of a manifest's `runtime_ops`: elasticdit's kernels are
+    loaded (built on first use) when an `elasticdit::` op is listed; a `KernelError` names every op still
+    missing. Every host path that runs an Android bundle (verify, generate, eval, the profilers, the ssh remote
+    runner) comes through here, before any program is loaded."""
+    if not ops:
+        return
+    if any(op.startswith("elasticdit::") for op in ops):
+        from ...kernels.build import load_kernels
+
+        load_kernels()
+    from executorch.extension.pybindings import portable_lib
+
+    available = set(portable_lib._get_operator_names())
+    missing = [op for op in ops if op not in available]
+    if missing:
+        raise KernelError(
+            f"this ExecuTorch runtime lacks {', '.join(missing)}, which the bundle's program calls "
+            "(a bundle exported with lowering.attention = 'kernel' needs elasticdit's kernels, docs/ssba.md)"
+        )
 
 
 class ExecuTorchProgram:
@@ -106,6 +129,7 @@ class ExecuTorchRunner:
     weights file it names, checked once)."""
 
     def __init__(self, bundle: Path, threads: int | None = None, manifest: Any = None):
+        require_runtime_ops(manifest.runtime_ops if manifest is not None else ())
         self.bundle, self.threads, self.manifest = Path(bundle), threads, manifest
         self._programs: dict[tuple[str, str | None], ExecuTorchProgram] = {}
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from ...footprint import GIB, PhoneLimits, WeightStorage
 from ...lowering import Formulation
-from ..base import Artifact, HostRunner, ProfileBackend, Target
+from ..base import Artifact, HostRunner, ProfileBackend, Reference, Target
 
 if TYPE_CHECKING:
     from ...bundle.manifest import Manifest
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from ...model.pipeline import Models
     from ...progress import Reporter
     from ...recipes import Recipe
+    from ...slicing import ExportUnit
 
 
 class IOSTarget(Target):
@@ -58,6 +59,13 @@ class IOSTarget(Target):
         from .runner import host_runner
 
         return host_runner(bundle, manifest, models, self.formulation)
+
+    def reference(self, models: Models, recipe: Recipe, unit: ExportUnit) -> Reference | None:
+        """Every method: the checkpoint's unit in Core ML's compute precision, with its weights as a fresh
+        conversion (and the recipe's compression, for denoise methods) stores them (`reference.py`)."""
+        from .reference import coreml_reference
+
+        return coreml_reference(unit, recipe, self.formulation)
 
     def profile_backend(self, bundle: Path, manifest: Manifest, threads: int | None) -> ProfileBackend:
         from ...errors import BundleError

@@ -203,6 +203,11 @@ def package_weights(pkg: Path) -> dict[str, dict[str, np.ndarray]]:
     spec = model.get_spec()
     with python_output_captured():
         program = load_mil(spec, spec.specificationVersion, model.weights_dir)
+    return program_weights(program)
+
+
+def program_weights(program: Any) -> dict[str, dict[str, np.ndarray]]:
+    """{function: {const name without conversion suffixes: value}} of a MIL program, constexpr ops decompressed."""
     weights: dict[str, dict[str, np.ndarray]] = {}
     for name, function in program.functions.items():
         found = {}
