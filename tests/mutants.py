@@ -21,15 +21,15 @@ def injected(monkeypatch, mutation: str):
     """During an export: every denoise method lowered with dense attention, or without its last block."""
     original = exporter.export_units
 
-    def dense(models, points, resolution, attention, batch=1):
-        return original(models, points, resolution, "dense", batch)
+    def dense(models, points, resolutions, attention, batch=1):
+        return original(models, points, resolutions, "dense", batch)
 
-    def dropped(models, points, resolution, attention, batch=1):
-        units = original(models, points, resolution, attention, batch)
+    def dropped(models, points, resolutions, attention, batch=1):
+        units = original(models, points, resolutions, attention, batch)
         for unit in units:
             if unit.point is not None:
                 short = OperatingPoint(unit.point.ratio, unit.point.depth, unit.point.blocks[:-1])
-                unit.module = models.transformer.operating_point(short, resolution, attention).eval()
+                unit.module = models.transformer.operating_point(short, unit.module.resolution, attention).eval()
         return units
 
     with monkeypatch.context() as m:

@@ -102,10 +102,28 @@ def test_eval_json_shape(ckpt):
     assert [r["name"] for r in rows] == ["r1_d2", OP]  # canonical order, heaviest first
     for row in rows:
         assert {"name", "gflops", "score", "per_category", "score_std", "n", "passed"} <= set(row)
+        assert {"strict_score", "strict_score_std", "strict_per_category", "strict_passed"} <= set(row)
         assert 0.0 <= row["score"] <= 1.0 and row["n"] == 3 and row["gflops"] > 0
+        assert 0.0 <= row["strict_score"] <= row["score"] and row["strict_passed"] <= row["passed"]
         assert set(row["per_category"]) == {"single_object", "counting", "two_objects"}  # the first 3 prompts
+        assert set(row["strict_per_category"]) == set(row["per_category"])
     assert rows[0]["gflops"] > rows[1]["gflops"]
     assert doc["prompts"] == 3 and doc["steps"] == 2 and doc["kind"] == "checkpoint"
+
+
+def test_eval_on_a_checkpoint_reports_the_deployed_graphs_gflops(ckpt):
+    """The lowered SSBA graph's cost, as `inspect` and the exported manifest count it, not the masked reference's
+    (which computes every attention score and masks the skipped ones)."""
+    from elasticdit.checkpoint import load_checkpoint
+    from elasticdit.inspection import inspect_models
+
+    result = invoke(["eval", str(ckpt), "--prompts", "1", "--steps", "1", "--json"])
+    assert result.exit_code == 0, result.output + result.stderr
+    rows = {r["name"]: r["gflops"] for r in json.loads(result.stdout)["operating_points"]}
+    inspected = {p["name"]: p for p in inspect_models(load_checkpoint(ckpt).models())["operating_points"]}
+    assert inspected["r1_d2"]["attention"] == "tiles"
+    assert rows == pytest.approx({name: p["gflops"] for name, p in inspected.items()}, rel=1e-9)
+    assert rows["r1_d2"] < 0.95 * inspected["r1_d2"]["gflops_dense"]  # SSBA skips tiles at ratio 1
 
 
 def test_eval_on_a_bundle_takes_gflops_from_the_manifest(android):

@@ -27,6 +27,10 @@ FORBIDDEN = [
     ("elasticdit.kernels", "elasticdit.targets"),
     ("elasticdit.kernels", "elasticdit.bundle"),
     ("elasticdit.kernels", "elasticdit.ssba"),
+    ("elasticdit.native.", "elasticdit.targets"),
+    ("elasticdit.native.", "elasticdit.bundle"),
+    ("elasticdit.native.", "elasticdit.profile"),
+    ("elasticdit.native.", "elasticdit.generation"),
 ]
 
 

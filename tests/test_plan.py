@@ -182,6 +182,7 @@ def test_plan_reads_a_real_profile_report(tmp_path):
     doc = json.loads(plan(path, "--budget-ms", "50", "--steps", "8", "--json").stdout)
     assert doc["choice"] == {
         "name": "r2_d2",
+        "kind": "point",
         "e2e_ms": 40.0,
         "denoise_ms": 2.0,
         "peak_memory_mb": 7.5,

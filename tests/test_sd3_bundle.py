@@ -268,6 +268,34 @@ def test_several_resolutions_in_one_bundle(sd3, onnx_bundle, multi_bundle, tmp_p
     assert ours.shape == (64, 96, 3) and psnr(ours, ref) >= 40.0
 
 
+def test_a_schedule_runs_at_the_resolution_generated(multi_bundle, tmp_path):
+    """A schedule takes each point's method at --resolution (a two-phase schedule of one point is that point's
+    image); a point the bundle holds only at another resolution is the named PointResolutionError."""
+    noise = torch.randn(1, 16, 8, 12, generator=torch.Generator().manual_seed(3))
+    np.save(tmp_path / "wide.npy", noise.numpy())
+    base = ["generate", "-p", "a red cat", "--noise", str(tmp_path / "wide.npy"), "--resolution", "64x96", *SETTINGS]
+    images = []
+    for pick in (["--op", "r1_d3"], ["--schedule", "r1_d3:0.5,r1_d3:0.5"]):
+        out = tmp_path / f"{len(images)}.png"
+        result = runner.invoke(app, [base[0], str(multi_bundle), *base[1:], *pick, "-o", str(out)])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["resolution"] == [64, 96]
+        images.append(out.read_bytes())
+    assert images[0] == images[1]
+    held = tmp_path / "held"  # the same bundle with r1_d3 held only at the default 64x64
+    shutil.copytree(multi_bundle, held)
+    doc = json.loads((held / "manifest.json").read_text())
+    doc["operating_points"] = [p for p in doc["operating_points"] if p["resolution"] == [64, 64]]
+    (held / "manifest.json").write_text(json.dumps(doc))
+    for pick in (["--schedule", "r1_d3:0.5,r1_d3:0.5"], ["--schedule", "r1_d3"], ["--op", "r1_d3"]):
+        out = tmp_path / "x.png"
+        result = runner.invoke(app, [base[0], str(held), *base[1:], *pick, "-o", str(out)])
+        assert result.exit_code == 1 and not out.exists(), result.output
+        assert "holds 'r1_d3' only at 64x64, not at 64x96" in result.stderr, result.stderr
+    result = runner.invoke(app, ["generate", str(held), "-p", "a", "--steps", "1", "-o", str(tmp_path / "d.png")])
+    assert result.exit_code == 0, result.output  # the default resolution still runs
+
+
 @pytest.mark.parametrize(
     ("args", "words"),
     [

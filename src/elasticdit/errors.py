@@ -127,3 +127,27 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
     what a one-line error says about a third-party failure."""
     text = str(exc).strip()
     return text.splitlines()[0][:limit] if text else type(exc).__name__
+
+
+class ScheduleError(ElasticDiTError):
+    """A step schedule is malformed or cannot run on the source it is given to (docs/design.md, "Step schedules")."""
+
+
+class ScheduleSyntaxError(ScheduleError):
+    """The text is not `POINT` or `POINT:SHARE,POINT:SHARE,...` (or a named schedule is not `NAME=SPEC`)."""
+
+
+class ScheduleSharesError(ScheduleError):
+    """A share is not a positive number, or the shares do not sum to 1."""
+
+
+class UnknownPointError(ScheduleError, OperatingPointError):
+    """A schedule names something that is not an operating point of the model."""
+
+
+class PointNotInBundleError(ScheduleError):
+    """A schedule names an operating point of the model that the bundle was not exported with."""
+
+
+class PointResolutionError(ScheduleError):
+    """A schedule names a point the bundle holds only at other resolutions than the one asked for."""

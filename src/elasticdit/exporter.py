@@ -3,7 +3,7 @@ atomically (docs/design.md, "Data flow")."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +13,14 @@ from .bundle.tokenizers import sd3_tokenizer
 from .bundle.writer import BundleWriter
 from .checkpoint import Checkpoint, load_checkpoint
 from .errors import DenseAttentionError, ExportError, PhoneLimitError
-from .footprint import Footprint, PhoneLimits, over_limits, weight_plan
+from .footprint import Footprint, PhoneLimits, over_limits, point_key, weight_plan
 from .inspection import count_cost, ssba_stats
 from .lowering import lower
-from .operating_points import OperatingPoint, full_point, select
+from .operating_points import OperatingPoint, full_point, operating_points, select
 from .progress import reporter
 from .quiet import silence_library_noise
 from .recipes import Recipe, load_recipe, packaged_recipes
+from .schedules import Schedule, check, parse_named_all
 from .slicing import ExportUnit, export_units
 from .specs import MethodKind
 from .ssba.lowering import lowering_names
@@ -39,6 +40,7 @@ class ExportRequest:
     weights: str = "inline"  # "inline" | "external" (a target's `weights_forms`)
     force: bool = False
     progress: bool | None = None
+    schedules: list[str] = field(default_factory=list)  # NAME=SPEC, recorded in the manifest for apps
     limits: PhoneLimits | None = None  # the target's phone limits unless given (tests pass small ones)
 
 
@@ -47,12 +49,12 @@ def check_phone_limits(
     recipe: Recipe,
     cfg: Any,
     points: list[OperatingPoint],
-    resolution: tuple[int, int],
+    resolutions: list[tuple[int, int]],
     limits: PhoneLimits,
 ) -> Footprint:
     """The recipe's planned footprint, or a `PhoneLimitError` (before any work) naming what breaks the target's
     limits and the packaged recipes of this target that would fit."""
-    plan = weight_plan(cfg, points, resolution)
+    plan = weight_plan(cfg, points, resolutions)
     fp = plan.footprint(target.weight_storage(recipe))
     problems = over_limits(fp, limits)
     if not problems:
@@ -121,6 +123,7 @@ def build_manifest(
     units: list[ExportUnit],
     artifacts: list[Artifact],
     tokenizer: dict[str, Any] | None = None,
+    schedules: dict[str, Schedule] | None = None,
 ) -> Manifest:
     cfg = ck.cfg
     resolution = resolutions[0]
@@ -180,6 +183,7 @@ def build_manifest(
         ),
         backend_report={a.method: a.report for a in artifacts},
         runtime_ops=get_target(req.target).runtime_ops(artifacts),
+        schedules=dict(schedules or {}),
     )
 
 
@@ -209,6 +213,19 @@ def refuse_dense_on_ssba(
         )
 
 
+def checked_schedules(
+    texts: list[str], ck: Checkpoint, points: list[OperatingPoint], resolutions: list[tuple[int, int]]
+) -> dict[str, Schedule]:
+    """`--schedule NAME=SPEC`s checked before anything is written: points of the model, exported in this bundle
+    (every point is exported at every resolution, so a schedule runs at each; named `ScheduleError`s)."""
+    named = parse_named_all(texts)
+    held = {p.name: list(resolutions) for p in points}
+    space = [p.name for p in operating_points(ck.cfg)]
+    for schedule in named.values():
+        check(schedule, held, None, space, where="the bundle (--ops)")
+    return named
+
+
 def export_bundle(req: ExportRequest) -> dict[str, Any]:
     """Write the bundle; returns a summary (bundle path, files, per-operating-point status)."""
     silence_library_noise()
@@ -227,7 +244,8 @@ def export_bundle(req: ExportRequest) -> dict[str, Any]:
     for resolution in resolutions:
         refuse_dense_on_ssba(ck, recipe, points, resolution)
     limits = req.limits if req.limits is not None else target.limits
-    planned = check_phone_limits(target, recipe, ck.cfg, points, resolutions[0], limits)  # before any work
+    planned = check_phone_limits(target, recipe, ck.cfg, points, resolutions, limits)  # before any work
+    schedules = checked_schedules(req.schedules, ck, points, resolutions)
     models = ck.models()
     batch = 2 if req.cfg_batch else 1
     units = export_units(models, points, resolutions, recipe.attention, batch)  # float: costs and calibration
@@ -239,10 +257,11 @@ def export_bundle(req: ExportRequest) -> dict[str, Any]:
         return denoise_samples(models, unit.point, unit.resolution, recipe.calibration_samples, batch)
 
     with BundleWriter(req.output, req.force) as writer, reporter(len(units) + 2, req.progress) as report:
+        default = resolutions[0]
         entries = [  # costs counted before lowering (lowering.py, "Order")
-            replace(point_entry(ck, u), weight_bytes=planned.points[u.point.name])
+            replace(point_entry(ck, u), weight_bytes=planned.points[point_key(u.point.name, u.resolution, default)])
             for u in units
-            if u.kind == MethodKind.DENOISE and u.point is not None
+            if u.kind == MethodKind.DENOISE and u.point is not None and u.resolution is not None
         ]
         lowered = lower(models, units, recipe, target.formulation, calibration, report)
         artifacts = target.write(lowered, recipe, writer.root, report, weights=req.weights)
@@ -251,10 +270,10 @@ def export_bundle(req: ExportRequest) -> dict[str, Any]:
         for rel, text in tokenizer_files.items():
             writer.path(rel).parent.mkdir(parents=True, exist_ok=True)
             writer.path(rel).write_text(text, encoding="utf-8")
-        manifest = build_manifest(req, ck, recipe, resolutions, points, entries, units, artifacts, tokenizer)
+        manifest = build_manifest(req, ck, recipe, resolutions, points, entries, units, artifacts, tokenizer, schedules)
         written = writer.finish(manifest.to_dict())
         report.advance()
-    return {
+    summary = {
         "bundle": str(Path(req.output).absolute()),
         "target": req.target,
         "recipe": recipe.name,
@@ -264,3 +283,6 @@ def export_bundle(req: ExportRequest) -> dict[str, Any]:
         "methods": sorted(a.method for a in artifacts),
         "backend_report": written["backend_report"],
     }
+    if schedules:
+        summary["schedules"] = {name: s.spec for name, s in schedules.items()}
+    return summary

@@ -119,15 +119,25 @@ class WeightPlan:
         )
 
 
-def weight_plan(cfg: ModelConfig, points: list[OperatingPoint], resolution: tuple[int, int]) -> WeightPlan:
-    """The tensors of every point's function and of decode / encode_text, on meta-device models of `cfg`: no
-    weights are read and nothing is computed."""
+def point_key(name: str, resolution: tuple[int, int], default: tuple[int, int]) -> str:
+    """A point's key in a plan: its name at the default resolution, `NAME_HxW` at another (its method's suffix)."""
+    return name if tuple(resolution) == tuple(default) else f"{name}_{resolution[0]}x{resolution[1]}"
+
+
+def weight_plan(
+    cfg: ModelConfig, points: list[OperatingPoint], resolutions: tuple[int, int] | list[tuple[int, int]]
+) -> WeightPlan:
+    """The tensors of every point's function (one per resolution, the first the default: `point_key`) and of
+    decode / encode_text, on meta-device models of `cfg`: no weights are read and nothing is computed."""
+    given = [resolutions] if isinstance(resolutions[0], int) else resolutions  # one resolution or several
+    sizes = [(int(h), int(w)) for h, w in given]  # type: ignore[misc]
     models = build_models(cfg, "meta")
-    inputs = _point_inputs(cfg, resolution)
     per_point = {}
-    for point in points:
-        net = models.transformer.operating_point(point, resolution, "dense").to("meta")
-        per_point[point.name] = _touched(net, inputs)
+    for resolution in sizes:
+        inputs = _point_inputs(cfg, resolution)
+        for point in points:
+            net = models.transformer.operating_point(point, resolution, "dense").to("meta")
+            per_point[point_key(point.name, resolution, sizes[0])] = _touched(net, inputs)
     others: dict[str, Tensors] = {}
     if models.vae is not None:
         decode = [p for n, p in models.vae.named_parameters() if not n.startswith("encoder.")]  # decode's part

@@ -6,6 +6,10 @@ encoder, the empty prompt for classifier-free guidance, the seed's Gaussian nois
 rectified-flow Euler steps with SD3's time shift, then the decoder on the latent unscaled with the latent's
 scaling and shift factors. Same source, prompt, point, steps, guidance and
 seed: the same image, byte for byte.
+
+Where a point is named, a step schedule may be given instead (`schedules.py`: `r4_d3:0.3,r1_d6:0.7`, or a
+schedule named in the bundle's manifest); a point is the one-phase schedule, so both take one code path: the
+schedule and the step count give each step's point, and the sampler calls that point's network at that step.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import torch
 from .errors import BundleError, ElasticDiTError, OperatingPointError
 from .model.sampler import sample, schedule_sigmas
 from .noise_file import check_noise_shape, read_noise
+from .schedules import Schedule, check, gflops_per_image, resolve
 
 StepCallback = Callable[[int, float], None]
 
@@ -66,6 +71,29 @@ class Source:
     shift: float
     points: list[PointInfo]
     default_point: str
+    named_schedules: dict[str, Schedule]  # a bundle's manifest schedules
+    model_points: list[str] | None = None  # the model's whole space, when the source knows it (a checkpoint)
+
+    def available(self) -> dict[str, list[tuple[int, int]]]:
+        """Each point the source can run -> the resolutions it runs it at."""
+        return {p.name: [tuple(self.resolution)] for p in self.points}
+
+    def schedule(self, op: str | Schedule | None) -> Schedule:
+        """What `--op` / `--schedule` name (a point, a spec, a manifest schedule's name), checked against the
+        source at its resolution (named errors)."""
+        schedule = resolve(op, self.default_point, self.named_schedules)
+        if len(schedule.phases) == 1 and schedule.phases[0].point not in self.available():
+            self.point(schedule.phases[0].point)  # a plain point name: the usual unknown-point error
+        return check(
+            schedule,
+            self.available(),
+            tuple(self.resolution),
+            self.model_points,
+            where=f"{getattr(self, 'path', 'the source')}",
+        )
+
+    def gflops_per_image(self, schedule: Schedule, steps: int, guidance: float) -> float:
+        return gflops_per_image(schedule, steps, {p.name: p.gflops for p in self.points}, guidance)
 
     def point(self, name: str | None) -> PointInfo:
         name = name or self.default_point
@@ -78,21 +106,22 @@ class Source:
     def generate(
         self,
         prompt: str,
-        op: str | None = None,
+        op: str | Schedule | None = None,
         steps: int | None = None,
         guidance: float | None = None,
         seed: int = 0,
         on_step: StepCallback | None = None,
         noise: torch.Tensor | None = None,
     ) -> np.ndarray:
-        """uint8 [H, W, 3]; `noise` (the initial latent, [1, C, h, w]) in place of the seed's."""
+        """uint8 [H, W, 3]; `op` a point, a schedule spec or a manifest schedule's name (None: the default point);
+        `noise` (the initial latent, [1, C, h, w]) in place of the seed's."""
         raise NotImplementedError
 
     def generate_many(
         self,
         prompts: Sequence[str],
         seeds: Sequence[int],
-        op: str | None = None,
+        op: str | Schedule | None = None,
         steps: int | None = None,
         guidance: float | None = None,
         on_image: Callable[[], None] | None = None,
@@ -118,13 +147,13 @@ class Source:
 
 
 class CheckpointSource(Source):
-    """The PyTorch reference (masked SSBA, float32)."""
+    """The PyTorch reference (masked SSBA, float32); each point's GFLOPs are its deployed graph's."""
 
     kind = "checkpoint"
 
     def __init__(self, path: str | Path, attention: str = "masked", resolution: tuple[int, int] | None = None):
         from .checkpoint import load_checkpoint
-        from .inspection import _example_inputs, count_cost
+        from .inspection import DEFAULT_ATTENTION, _example_inputs, count_cost
         from .operating_points import full_point, operating_points
 
         ck = load_checkpoint(path, resolution)
@@ -137,11 +166,16 @@ class CheckpointSource(Source):
         self.steps, self.guidance, self.shift = cfg.scheduler.steps, cfg.scheduler.guidance_scale, cfg.scheduler.shift
         self._points = {p.name: p for p in operating_points(cfg)}
         inputs = _example_inputs(cfg, self.resolution, "cpu")
+        # the cost axis is the deployed graph's (SSBA lowered as `inspect` and the android export lower it), not
+        # the masked reference's, which computes every attention score and masks the skipped ones
         self.points = []
         for p in self._points.values():
-            _, gflops = count_cost(self.models.transformer.operating_point(p, self.resolution, "masked"), inputs)
+            net = self.models.transformer.operating_point(p, self.resolution, DEFAULT_ATTENTION)
+            _, gflops = count_cost(net, inputs)
             self.points.append(PointInfo(p.name, gflops, p.ratio, p.depth))
         self.default_point = full_point(cfg).name
+        self.model_points = list(self._points)
+        self.named_schedules = {}
         self._nets: dict[str, torch.nn.Module] = {}
 
     def _net(self, name: str) -> torch.nn.Module:
@@ -151,18 +185,19 @@ class CheckpointSource(Source):
         return self._nets[name]
 
     @torch.no_grad()
-    def _sample(self, prompts, seeds, name, steps, guidance, on_step=None) -> torch.Tensor:
+    def _sample(self, prompts, seeds, schedule, steps, guidance, on_step=None) -> torch.Tensor:
         cfg = self.cfg
         lh, lw = cfg.latent_size(self.resolution)
         noise = torch.cat([noise_for(s, (1, cfg.transformer.in_channels, lh, lw)) for s in seeds])
-        return self.denoise(prompts, noise, name, steps, guidance, on_step=on_step)
+        return self.denoise(prompts, noise, schedule, steps, guidance, on_step=on_step)
 
     @torch.no_grad()
     def denoise(
-        self, prompts, latent, name, steps, guidance, start_step=0, on_step=None, negative_prompt: str = ""
+        self, prompts, latent, op, steps, guidance, start_step=0, on_step=None, negative_prompt: str = ""
     ) -> torch.Tensor:
-        """Images [B, 3, H, W] in [0, 1]: `latent` (scaled, at the schedule's `start_step`-th sigma) sampled to
-        the end with point `name` and decoded; guidance pushes away from `negative_prompt`."""
+        """Images [B, 3, H, W] in [0, 1]: `latent` (scaled, at the sampler's `start_step`-th sigma) sampled to
+        the end with point or schedule `op` and decoded; guidance pushes away from `negative_prompt`."""
+        schedule = self.schedule(op)
         m = self.models
         encoded = [m.encode_prompt(p) for p in prompts]
         text = torch.cat([e[0] for e in encoded])
@@ -171,7 +206,7 @@ class CheckpointSource(Source):
         sched = self.cfg.scheduler
         b = len(prompts)
         latent = sample(
-            self._net(name),
+            [self._net(name) for name in schedule.step_points(steps)],
             latent,
             text,
             pooled,
@@ -187,21 +222,21 @@ class CheckpointSource(Source):
         return m.vae.decode(m.vae.unscale(latent))
 
     def generate(self, prompt, op=None, steps=None, guidance=None, seed=0, on_step=None, noise=None) -> np.ndarray:
-        point = self.point(op)
+        schedule = self.schedule(op)
         steps, guidance = self.settings(steps, guidance)
         if noise is None:
-            return to_uint8(self._sample([prompt], [seed], point.name, steps, guidance, on_step))
+            return to_uint8(self._sample([prompt], [seed], schedule, steps, guidance, on_step))
         shape = (1, self.cfg.transformer.in_channels, *self.cfg.latent_size(self.resolution))
         latent = check_noise_shape(noise, shape).clone()
-        return to_uint8(self.denoise([prompt], latent, point.name, steps, guidance, on_step=on_step))
+        return to_uint8(self.denoise([prompt], latent, schedule, steps, guidance, on_step=on_step))
 
     def generate_many(self, prompts, seeds, op=None, steps=None, guidance=None, on_image=None, batch: int = 16):
         """Batched (the reference is not shape-static); each image matches `generate` to float rounding."""
-        point = self.point(op)
+        schedule = self.schedule(op)
         steps, guidance = self.settings(steps, guidance)
         images = []
         for i in range(0, len(prompts), batch):
-            out = self._sample(prompts[i : i + batch], seeds[i : i + batch], point.name, steps, guidance)
+            out = self._sample(prompts[i : i + batch], seeds[i : i + batch], schedule, steps, guidance)
             for j in range(out.shape[0]):
                 images.append(to_uint8(out[j : j + 1]))
                 if on_image is not None:
@@ -238,6 +273,7 @@ class BundleSource(Source):
         self._entries = {p.name: p for p in points}
         self.points = [PointInfo(p.name, p.gflops, p.compression_ratio, p.depth) for p in points]
         self.default_point = doc.default_operating_point or self.points[0].name
+        self.named_schedules = dict(doc.schedules)
         if not opened.target.runs_without_checkpoint:
             raise GenerationError(
                 f"{self.path} is a {self.kind} bundle; this host cannot run it (Core ML runs only on Apple devices)"
@@ -297,18 +333,25 @@ class BundleSource(Source):
 
         return call
 
+    def available(self) -> dict[str, list[tuple[int, int]]]:
+        return self.manifest.point_resolutions()
+
+    def forget_prompts(self) -> None:
+        """Drop the cached text embeddings except the unconditional one (an app computes that once)."""
+        self._text_cache = {k: v for k, v in self._text_cache.items() if k == ""}
+
     @torch.no_grad()
     def generate(self, prompt, op=None, steps=None, guidance=None, seed=0, on_step=None, noise=None) -> np.ndarray:
-        point = self.point(op)
+        schedule = self.schedule(op)
         steps, guidance = self.settings(steps, guidance)
-        entry = self._entries[point.name]
+        entries = {name: self.manifest.point(name, self.resolution) for name in schedule.points}
+        denoise = {name: self._denoise(entry) for name, entry in entries.items()}
         text, pooled = self._encode(prompt)
         u_text, u_pooled = self._encode("")
-        shape = list(entry.input("latent").shape)
+        shape = list(entries[schedule.points[0]].input("latent").shape)
         shape[0] = 1
-        denoise = self._denoise(entry)
         latent = sample(
-            denoise,
+            [denoise[name] for name in schedule.step_points(steps)],
             noise_for(seed, shape) if noise is None else check_noise_shape(noise, shape).clone(),
             text,
             pooled,
@@ -353,7 +396,7 @@ def generate_image(
     source: Source | str | Path | None,
     prompt: str,
     output: str | Path,
-    op: str | None = None,
+    op: str | Schedule | None = None,
     steps: int | None = None,
     guidance: float | None = None,
     seed: int = 0,
@@ -363,21 +406,28 @@ def generate_image(
 ) -> dict[str, Any]:
     """Generate one PNG; returns a summary of what ran. `noise`: a noise file (`noise_file.py`) instead of the seed."""
     src = source if isinstance(source, Source) else open_source(source, threads)
-    point = src.point(op)
+    schedule = src.schedule(op)
     used_steps, used_guidance = src.settings(steps, guidance)
     initial = read_noise(noise) if noise is not None else None
-    image = src.generate(prompt, point.name, used_steps, used_guidance, seed, on_step, initial)
+    image = src.generate(prompt, schedule, used_steps, used_guidance, seed, on_step, initial)
     path = save_png(image, output)
-    return {
+    per_image = src.gflops_per_image(schedule, used_steps, used_guidance)
+    summary = {
         "output": str(path),
         "source": str(getattr(src, "path", source)),
         "kind": src.kind,
         "prompt": prompt,
-        "operating_point": point.name,
-        "gflops": point.gflops,
+        "operating_point": schedule.single or schedule.spec,
+        "gflops": src.point(schedule.single).gflops
+        if schedule.single
+        else round(per_image / used_steps / (2 if used_guidance != 1.0 else 1), 6),
+        "gflops_per_image": round(per_image, 6),
         "steps": used_steps,
         "guidance": used_guidance,
         "seed": None if noise is not None else seed,
         "noise": None if noise is None else str(noise),
         "resolution": list(src.resolution),
     }
+    if schedule.single is None or schedule.name:
+        summary["schedule"] = {**schedule.to_dict(), "steps_per_point": schedule.steps_per_point(used_steps)}
+    return summary

@@ -3,14 +3,17 @@ packages/modules/adb: `adb devices -l` rows as `"%-22s %s"` + ` usb:... product:
 transport_id:N`; errors `adb: no devices/emulators found`, `adb: more than one device/emulator`,
 `adb: device unauthorized.` + its three help lines, `adb: device 'SERIAL' not found`) and emulates a phone's
 /data/local/tmp in a folder, and an executor_runner whose log lines use the runner's own format strings
-(see README.md here). Behaviour comes from $FAKE_ADB_STATE/scenario.json; every call is appended to
+(see README.md here), or the host build of elasticdit-run for `./elasticdit-run` (scenario "elasticdit_run").
+Behaviour comes from $FAKE_ADB_STATE/scenario.json; every call is appended to
 $FAKE_ADB_STATE/calls.jsonl.
 """
 
 import json
 import os
 import re
+import shlex
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -86,6 +89,22 @@ def runner(cmd: str) -> None:
     sys.stderr.write(err)
 
 
+def app_runner(cmd: str) -> None:
+    """`cd W && ./elasticdit-run ARGS`: the host build of elasticdit-run named by the scenario runs ARGS in the
+    emulated folder, so its output is the real runner's (the pushed file stands for the arm64 build)."""
+    n = bump("runner_calls")
+    if SCENARIO.get("gone_after") is not None and n > SCENARIO["gone_after"]:
+        (STATE / "gone").write_text("1")
+        fail(f"adb: device '{SCENARIO['devices'][0]['serial']}' not found")
+    workdir, rest = re.match(r"cd (\S+) && \./elasticdit-run (.*)$", cmd).groups()
+    if not local(workdir + "/elasticdit-run").exists():
+        fail("/system/bin/sh: ./elasticdit-run: inaccessible or not found", 127)
+    done = subprocess.run([SCENARIO["elasticdit_run"], *shlex.split(rest)], cwd=local(workdir), capture_output=True)
+    sys.stdout.buffer.write(done.stdout)
+    sys.stderr.buffer.write(done.stderr)
+    sys.exit(done.returncode)
+
+
 def shell(cmd: str) -> None:
     if cmd == "getprop":
         for k, v in SCENARIO.get("props", {}).items():
@@ -105,6 +124,8 @@ def shell(cmd: str) -> None:
             sys.stderr.write(TIME_V.format(rss=1200))
         else:
             fail("toybox: Unknown command time")
+    elif "./elasticdit-run" in cmd:
+        app_runner(cmd)
     elif "./executor_runner" in cmd:
         runner(cmd)
     else:

@@ -14,6 +14,7 @@ from typing import Any
 from ..errors import BundleError
 from ..operating_points import OperatingPoint
 from ..recipes import Recipe, RecipeTarget, parse_recipe
+from ..schedules import Schedule, check, from_manifest
 from ..specs import MethodKind, TensorSpec
 from .files import FORMAT
 
@@ -146,6 +147,7 @@ class Manifest:
     backend_report: dict[str, Any] = field(default_factory=dict)  # per method, as the target reported it
     runtime_ops: list[str] = field(default_factory=list)  # custom ops the runtime must provide (Target.runtime_ops)
     files: list[dict[str, Any]] = field(default_factory=list)  # {path, sha256, bytes}, written by the writer
+    schedules: dict[str, Schedule] = field(default_factory=dict)  # named step schedules, for apps (design)
 
     def methods(self) -> list[MethodEntry]:
         """Every method, denoise first (manifest order), then decode (each resolution) and encode_text."""
@@ -182,10 +184,23 @@ class Manifest:
         raise BundleError(f"the bundle has no method '{name}'")
 
     def point(self, name: str, resolution: tuple[int, int] | None = None) -> PointEntry:
+        """The entry of point `name` at `resolution` (None: the bundle's default resolution)."""
         for entry in self.points_at(resolution):
             if entry.name == name:
                 return entry
-        raise BundleError(f"the bundle has no operating point '{name}'")
+        at = f" at {resolution[0]}x{resolution[1]}" if resolution is not None else ""
+        raise BundleError(f"the bundle has no operating point '{name}'{at}")
+
+    def resolution_of(self, entry: MethodEntry) -> tuple[int, int]:
+        h, w = entry.resolution or self.resolution
+        return h, w
+
+    def point_resolutions(self) -> dict[str, list[tuple[int, int]]]:
+        """Each point name -> the resolutions the bundle holds it at (what a schedule is checked against)."""
+        held: dict[str, list[tuple[int, int]]] = {}
+        for entry in self.operating_points:
+            held.setdefault(entry.name, []).append(self.resolution_of(entry))
+        return held
 
     def to_dict(self) -> dict[str, Any]:
         """The manifest as written (without `files` until the writer has hashed them)."""
@@ -203,6 +218,7 @@ class Manifest:
             "cfg_batch": self.cfg_batch,
             "default_operating_point": self.default_operating_point,
             "operating_points": [p.to_dict() for p in self.operating_points],
+            **({"schedules": {n: s.to_manifest() for n, s in self.schedules.items()}} if self.schedules else {}),
             "decoder": self.decoder.to_dict() if self.decoder else None,
             **({"decoders": [d.to_dict() for d in self.decoders]} if self.decoders else {}),
             "text_encoder": self.text_encoder.to_dict() if self.text_encoder else None,
@@ -263,7 +279,7 @@ class Manifest:
         runtime_ops = doc.get("runtime_ops", [])
         if not isinstance(runtime_ops, list) or not all(isinstance(op, str) and op for op in runtime_ops):
             raise BundleError(f"{where}: 'runtime_ops' must be a list of operator names")
-        return Manifest(
+        manifest = Manifest(
             target=doc["target"],
             checkpoint_sha256=doc["checkpoint_sha256"],
             recipe=parse_recipe(doc["recipe"], where, targets),
@@ -282,6 +298,19 @@ class Manifest:
             runtime_ops=list(runtime_ops),
             files=doc["files"],
         )
+        manifest.schedules = read_schedules(doc.get("schedules"), manifest, where)
+        return manifest
+
+
+def read_schedules(doc: Any, manifest: Manifest, where: str) -> dict[str, Schedule]:
+    """The manifest's `schedules` (named `ScheduleError`s): each a list of {point, share} whose points the bundle
+    holds (at some resolution: the resolution is the app's choice, checked when a schedule runs)."""
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise BundleError(f"{where}: 'schedules' must be a table of NAME -> [{{point, share}}, ...]")
+    held = manifest.point_resolutions()
+    return {name: check(from_manifest(name, phases, where), held, where=where) for name, phases in doc.items()}
 
 
 def check_structure(doc: Any, path: str, targets: Mapping[str, Any]) -> dict[str, Any]:

@@ -52,6 +52,15 @@ def export(
         ),
     ] = "inline",
     force: Annotated[bool, typer.Option("--force", help="Replace an existing bundle folder.")] = False,
+    schedule: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--schedule",
+            help="A named step schedule for apps, NAME=SPEC, e.g. fast=r4_d3:0.3,r1_d6:0.7 (a point per share of "
+            "the steps; docs/design.md); repeatable.",
+            show_default=False,
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Write a bundle: one artifact holding every operating point (weights stored once) + manifest.json."""
@@ -68,6 +77,7 @@ def export(
         cfg_batch=cfg,
         weights=weights,
         force=force,
+        schedules=list(schedule or []),
     )
     summary = export_bundle(req)
     if as_json:
@@ -86,6 +96,8 @@ def export(
         f"{len(summary['methods']) - len(summary['operating_points'])} other methods, "
         f"{summary['bytes'] / 1e6:.2f} MB in all"
     )
+    for name, spec in summary.get("schedules", {}).items():
+        out.print(f"schedule {name}: {spec}")
     outside = {m: r.get("outside_ops") for m, r in report.items() if r and r.get("outside_ops")}
     if outside:
         for m, ops_out in outside.items():

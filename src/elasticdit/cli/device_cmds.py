@@ -50,7 +50,12 @@ def profile(
         typer.Option(help='Quality per operating point: JSON {"operating_points": [{"name", "score"}]}.'),
     ] = None,
     runner: Annotated[
-        Path | None, typer.Option(help="adb: ExecuTorch's executor_runner built for Android arm64-v8a.")
+        Path | None,
+        typer.Option(
+            help="adb: ExecuTorch's executor_runner (per method, per-op breakdown) or elasticdit-run (whole pipelines "
+            "timed end to end), built for Android arm64-v8a. host: 'native' (elasticdit-run, built on demand) or an "
+            "elasticdit-run build."
+        ),
     ] = None,
     identity: Annotated[Path | None, typer.Option(help="ssh: private key file.")] = None,
     known_hosts: Annotated[Path | None, typer.Option(help="ssh: known_hosts file (host key checked strictly).")] = None,
@@ -67,9 +72,20 @@ def profile(
     op_breakdown: Annotated[
         bool, typer.Option("--op-breakdown/--no-op-breakdown", help="Per-op breakdown from ETDump.")
     ] = True,
+    schedule: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--schedule",
+            help="A step schedule to time end to end, computed from the per-point step latencies and measured by "
+            "running whole generations (host, ssh): SPEC (r4_d3:0.3,r1_d6:0.7) or a schedule the manifest names "
+            "(those are always included); repeatable.",
+            show_default=False,
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Latency per operating point (load, denoise iterations, decode, text, end to end), peak memory, per-op times."""
+    """Latency per operating point (load, denoise iterations, decode, text, end to end), peak memory, per-op times;
+    and per step schedule, end to end."""
     from ..profile import ProfileRequest, profile_bundle
 
     report = profile_bundle(
@@ -92,6 +108,7 @@ def profile(
             timeout=timeout,
             memory=memory,
             op_breakdown=op_breakdown,
+            schedules=list(schedule or []),
         )
     )
     if as_json:
@@ -111,7 +128,8 @@ def profile(
                 f"{d['min']:.2f} / {d['median']:.2f} / {d['p90']:.2f}",
                 f"{p['decode_ms']['median']:.2f}" if p["decode_ms"] else "-",
                 f"{p['text_encoder_ms']['median']:.2f}" if p["text_encoder_ms"] else "-",
-                f"{p['e2e_ms']:.1f}",
+                f"{p['e2e_ms']:.1f}"
+                + (f" ({p['e2e_measured_ms']['median']:.1f} meas.)" if p.get("e2e_measured_ms") else ""),
                 f"{p['peak_memory_mb']:.1f}" if p["peak_memory_mb"] is not None else "-",
                 f"{escape(top['name'])} {top['share']:.0%}" if top else "-",
             )
@@ -121,7 +139,8 @@ def profile(
             f"{s['guidance_scale']:g}, cfg_batch {str(s['cfg_batch']).lower()}); load = first / warm; {s['runs']} "
             f"runs after {s['warmup']} warm-up"
         )
-        for note in s.get("notes", []):
+        print_schedules(report)
+        for note in [*s.get("notes", []), *s.get("schedule_notes", [])]:
             out.print(f"note: {escape(note)}")
         if out_dir:
             out.print(f"wrote {out_dir}/profile.json, profile.csv, ops.csv, latency.png, tradeoff.png")
@@ -133,6 +152,31 @@ def profile(
             soft_wrap=True,
         )
         raise typer.Exit(1)
+
+
+def print_schedules(report: dict[str, Any]) -> None:
+    rows = report.get("schedules") or []
+    if not rows:
+        return
+    table = Table(title=f"Step schedules, {report['settings']['steps']} steps")
+    cols = ("schedule", "steps per point", "GFLOPs/image", "e2e ms computed", "e2e ms measured min/med/p90", "peak MB")
+    for col in cols:
+        table.add_column(col, justify="left" if col in cols[:2] else "right", no_wrap=True)
+
+    def ms(v: float | None) -> str:
+        return f"{v:.1f}" if v is not None else "-"
+
+    for r in rows:
+        m = r["measured_e2e_ms"]
+        table.add_row(
+            escape(r["name"]),
+            " ".join(f"{p}x{n}" for p, n in r["steps_per_point"].items()),
+            f"{r['gflops_per_image']:.2f}",
+            ms(r["computed_e2e_ms"]),
+            f"{m['min']:.1f} / {m['median']:.1f} / {m['p90']:.1f}" if m else "-",
+            ms(r["peak_memory_mb"]),
+        )
+    out.print(table)
 
 
 @app.command()
@@ -203,12 +247,15 @@ def plan(
     ] = None,
     quality: Annotated[
         Path | None,
-        typer.Option(help='Quality per operating point: JSON {"operating_points": [{"name", "score"}]}.'),
+        typer.Option(
+            help='Quality per operating point and step schedule: JSON {"operating_points": [{"name", "score"}], '
+            '"schedules": [{"phases", "score"}]} (`eval --json`, or pareto.json from `eval --search-schedules`).'
+        ),
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """The best operating point whose end-to-end latency (and memory) fit the budget."""
-    from ..plan import load_results
+    """The best operating point or step schedule whose end-to-end latency (and memory) fit the budget."""
+    from ..plan import load_results, read_schedule_quality
     from ..plan import plan as make_plan
     from ..profile.report import read_quality
 
@@ -219,7 +266,13 @@ def plan(
         prof = find_profile(device)
         memory_mb, source = float(prof.app_memory_mb), f"device profile {prof.name} ({prof.app_memory_basis})"
     result = make_plan(
-        load_results(profile_results), budget_ms, memory_mb, steps, read_quality(quality) if quality else None, source
+        load_results(profile_results),
+        budget_ms,
+        memory_mb,
+        steps,
+        read_quality(quality) if quality else None,
+        source,
+        read_schedule_quality(quality) if quality else None,
     )
     if as_json:
         print_json({k: v for k, v in result.items()})
@@ -228,13 +281,16 @@ def plan(
     memory = f", {c['peak_memory_mb']:.0f} MB" if c["peak_memory_mb"] is not None else ""
     rank = f"score {c['score']:g}" if result["ranked_by"] == "score" else f"{c['gflops']:.3f} GFLOPs/step"
     out.print(
-        f"[bold]{c['name']}[/]: {c['e2e_ms']:.1f} ms at {result['steps']} steps{memory} ({rank}); budget "
+        f"[bold]{escape(c['name'])}[/]: {c['e2e_ms']:.1f} ms at {result['steps']} steps{memory} ({rank}); budget "
         f"{budget_ms:g} ms" + (f", {memory_mb:g} MB" if memory_mb is not None else "")
     )
+    weighed = result["weighed"]
+    out.print(f"weighed {weighed['points']} operating points and {weighed['schedules']} step schedules")
     for r in result["candidates"]:
         extra = f", {r['peak_memory_mb']:.0f} MB" if r["peak_memory_mb"] is not None else ""
-        out.print(f"  next: {r['name']} {r['e2e_ms']:.1f} ms{extra}")
+        score = f", score {r['score']:g}" if r["score"] is not None else ""
+        out.print(f"  next: {escape(r['name'])} {r['e2e_ms']:.1f} ms{extra}{score}")
     for r in result["rejected"]:
-        out.print(f"  too big: {r['name']} ({r['reason']})")
+        out.print(f"  {'too big' if r['e2e_ms'] is not None else 'left out'}: {escape(r['name'])} ({r['reason']})")
     if result["unmeasured"]:
         out.print(f"note: the profile is incomplete; not measured: {', '.join(result['unmeasured'])}")

@@ -19,6 +19,11 @@ Checks (``check``), as in GenEval's ``evaluate``:
   sides) per axis, divided by the offset's length, must exceed 0.5 along the named direction.
 - absolute position (not in GenEval): the box centre must lie in the named third of the image ("left":
   x < 1/3, "top": y < 1/3, ...); "centre" needs both coordinates in the middle third.
+
+The strict rule (``check_strict``, ``PromptResult.strict``) passes only an image that GenEval's rule passes and that
+holds nothing but the named objects: no object the prompt does not name, and no other coloured component of at least
+MIN_AREA (a blob that is not a demo shape). A fixed collage of every colour and shape passes about half the prompts
+under GenEval's rule (every single-object and most two-object prompts) and none under the strict one.
 """
 
 from __future__ import annotations
@@ -67,11 +72,23 @@ class Detection:
 
 
 @dataclass(frozen=True)
+class Analysis:
+    """What ``analyse`` sees: the demo shapes, and how many other coloured components of >= MIN_AREA there are."""
+
+    detections: tuple[Detection, ...]
+    unrecognised: int
+
+
+@dataclass(frozen=True)
 class PromptResult:
+    """``passed``: GenEval's rule (``check``); ``strict``: that and nothing but the named objects (``check_strict``);
+    ``reason``: why the first of them to fail failed, or what was seen."""
+
     prompt: str
     category: str
     passed: bool
     reason: str
+    strict: bool
 
 
 @dataclass(frozen=True)
@@ -80,30 +97,46 @@ class Report:
 
     @property
     def accuracy(self) -> float:
-        """Fraction of all prompts that passed."""
+        """Fraction of all prompts that passed GenEval's rule."""
         return _mean(r.passed for r in self.results)
 
     @property
+    def strict_accuracy(self) -> float:
+        """Fraction of all prompts that passed the strict rule."""
+        return _mean(r.strict for r in self.results)
+
+    @property
     def per_category(self) -> dict[str, float]:
-        """Accuracy per category present, in CATEGORIES order."""
+        """Accuracy (GenEval's rule) per category present, in CATEGORIES order."""
         return {c: _mean(r.passed for r in self.results if r.category == c) for c in self._categories()}
+
+    @property
+    def strict_per_category(self) -> dict[str, float]:
+        return {c: _mean(r.strict for r in self.results if r.category == c) for c in self._categories()}
 
     @property
     def mean_category_accuracy(self) -> float:
         """GenEval's overall score: the unweighted mean of the per-category accuracies."""
         return _mean(self.per_category.values())
 
+    @property
+    def strict_mean_category_accuracy(self) -> float:
+        return _mean(self.strict_per_category.values())
+
     def _categories(self) -> list[str]:
         present = {r.category for r in self.results}
         return [c for c in CATEGORIES if c in present]
 
     def to_dict(self, include_results: bool = True) -> dict[str, Any]:
+        strict = self.strict_per_category
         out: dict[str, Any] = {
             "n": len(self.results),
             "accuracy": self.accuracy,
             "mean_category_accuracy": self.mean_category_accuracy,
+            "strict_accuracy": self.strict_accuracy,
+            "strict_mean_category_accuracy": self.strict_mean_category_accuracy,
             "per_category": {
-                c: {"n": sum(r.category == c for r in self.results), "accuracy": acc}
+                c: {"n": sum(r.category == c for r in self.results), "accuracy": acc, "strict_accuracy": strict[c]}
                 for c, acc in self.per_category.items()
             },
         }
@@ -121,10 +154,13 @@ def _mean(values: Iterable[float]) -> float:
 
 
 def score(image: np.ndarray, prompt: str) -> PromptResult:
-    """Pass/fail of one image against one prompt (ValueError if the prompt is outside the grammar)."""
+    """Pass/fail of one image against one prompt under both rules (ValueError if the prompt is outside the
+    grammar)."""
     spec = parse_prompt(prompt)
-    passed, reason = check(spec, detect(image))
-    return PromptResult(prompt, spec.category, passed, reason)
+    seen = analyse(image)
+    passed, reason = check(spec, seen.detections)
+    strict, strict_reason = check_strict(spec, seen)
+    return PromptResult(prompt, spec.category, passed, reason if not passed else strict_reason, strict)
 
 
 def evaluate(images: Sequence[np.ndarray], prompts: Sequence[str]) -> Report:
@@ -136,18 +172,26 @@ def evaluate(images: Sequence[np.ndarray], prompts: Sequence[str]) -> Report:
 
 def detect(image: np.ndarray) -> list[Detection]:
     """The objects in a uint8 (H, W, 3) RGB image, in raster order of their first pixel."""
+    return list(analyse(image).detections)
+
+
+def analyse(image: np.ndarray) -> Analysis:
+    """The objects in a uint8 (H, W, 3) RGB image (raster order of their first pixel), and the number of other
+    coloured components of at least MIN_AREA (blobs that are not demo shapes)."""
     rgb = _prepare(image)
     chroma = _chroma(rgb)
     colours = _classify_pixels(rgb, chroma)
     labels = _connected_components(colours)
     ids, areas = np.unique(labels[labels >= 0], return_counts=True)
     names = list(PALETTE)
-    detections = []
+    detections, unrecognised = [], 0
     for label in ids[areas >= MIN_AREA * labels.size]:
         detection = _describe(labels == label, names[colours.flat[label]], chroma < MIN_CHROMA)
-        if detection is not None:
+        if detection is None:
+            unrecognised += 1
+        else:
             detections.append(detection)
-    return detections
+    return Analysis(tuple(detections), unrecognised)
 
 
 def check(spec: PromptSpec, detections: Sequence[Detection]) -> tuple[bool, str]:
@@ -167,6 +211,21 @@ def check(spec: PromptSpec, detections: Sequence[Detection]) -> tuple[bool, str]
         where = f"box centre ({first.cx:.2f}, {first.cy:.2f})"
         return False, f"expected {_name(first)} {REGION_PHRASES[spec.region]}, got {where}"
     return True, f"ok; saw {_summary(detections)}"
+
+
+def check_strict(spec: PromptSpec, seen: Analysis) -> tuple[bool, str]:
+    """GenEval's rule (``check``), and nothing in the image but the named objects: no unnamed object and no
+    unrecognised coloured blob."""
+    passed, reason = check(spec, seen.detections)
+    if not passed:
+        return False, reason
+    named = {(o.colour, o.kind) for o in spec.objects}
+    extra = [d for d in seen.detections if (d.colour, d.kind) not in named]
+    if extra or seen.unrecognised:
+        blobs = f"{seen.unrecognised} unrecognised blob(s)" if seen.unrecognised else ""
+        found = ", ".join(x for x in (_summary(extra) if extra else "", blobs) if x)
+        return False, f"passes GenEval's rule, but the image also holds {found}"
+    return True, reason
 
 
 def _name(obj: Detection | ObjectSpec) -> str:

@@ -1,60 +1,47 @@
-"""Flat-shape scenes with GenEval-style prompts: the grammar, a seeded sampler, a renderer and a parser.
+"""Flat-shape scenes for the demo's prompts (``prompts``): a seeded sampler, a renderer and the datasets.
 
-A scene is 1-3 flat-coloured shapes (circle, square, upright triangle) on a black background. Every scene
-carries a prompt from a small grammar with one of five categories:
+A scene is 1-3 flat-coloured shapes (circle, square, upright triangle) on a black background, carrying a prompt of
+the grammar in ``prompts`` (re-exported here). The scene holds exactly the objects its prompt names (no
+distractors). Layouts are ``"free"`` (any size and place the prompt allows; held-out scenes always) or ``"slots"``
+(the prompt's one canonical arrangement, slightly jittered; the demo's training scenes, see docs/demo.md).
+Coordinates are normalised to [0, 1] with y pointing down; ``Shape.cx, cy`` is the centre of the shape's bounding
+box and ``size`` its side (every shape fits a square box: the triangle's base and height both equal ``size``).
 
-- ``single_object``:     "a red circle"
-- ``counting``:          "two blue squares", "three green triangles"
-- ``two_objects``:       "a red circle and a blue square"
-- ``position``:          "a red circle left of a green triangle" (also "right of", "above", "below")
-- ``absolute_position``: "a yellow square on the left" ("on the right", "at the top", "at the bottom",
-  "in the centre")
-
-The scene holds exactly the objects its prompt names (no distractors). Layouts are ``"free"`` (any size and place
-the prompt allows; held-out scenes always) or ``"slots"`` (the prompt's one canonical arrangement, slightly
-jittered; the demo's training scenes, see docs/demo.md). Coordinates are normalised to [0, 1]
-with y pointing down; ``Shape.cx, cy`` is the centre of the shape's bounding box and ``size`` its side
-(every shape fits a square box: the triangle's base and height both equal ``size``).
-
+``training_scenes`` draws only prompts of the training split and ``heldout_prompts`` only held-out ones
+(``prompts.is_heldout``), so no evaluation prompt string, in any phrasing, occurs in training.
 Seeds: training scenes come from ``SeedSequence(seed, spawn_key=(0,))`` and held-out scenes from
-``SeedSequence(seed, spawn_key=(1,))``, two independent streams for the same integer seed. The grammar is
-small (21 single objects, 42 counts, 105 absolute positions), so held-out *prompts* can repeat training
-prompts; the held-out *scenes* (layouts, sizes, and most two-object/relation prompts) are fresh.
+``SeedSequence(seed, spawn_key=(1,))``, two independent streams for the same integer seed.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-KINDS = ("circle", "square", "triangle")
-# Fully saturated colours at well-separated hues, so the scorer can classify by hue alone.
-PALETTE: dict[str, tuple[int, int, int]] = {
-    "red": (255, 0, 0),  # hue 0
-    "orange": (255, 128, 0),  # hue 30
-    "yellow": (255, 255, 0),  # hue 60
-    "green": (0, 255, 0),  # hue 120
-    "cyan": (0, 255, 255),  # hue 180
-    "blue": (0, 42, 255),  # hue 230
-    "purple": (191, 0, 255),  # hue 285
-}
-COLOURS = tuple(PALETTE)
-BACKGROUND = (0, 0, 0)
+from .prompts import (  # noqa: F401  (re-exported: the grammar is part of this module's interface)
+    CATEGORIES,
+    COLOURS,
+    HELDOUT_MODULUS,
+    KINDS,
+    NUMBER_WORDS,
+    PALETTE,
+    REGION_PHRASES,
+    REGIONS,
+    RELATIONS,
+    SPLITS,
+    ObjectSpec,
+    PromptSpec,
+    all_prompts,
+    canonical_prompt,
+    is_heldout,
+    parse_prompt,
+    split_of,
+    vocabulary,
+)
 
-CATEGORIES = ("single_object", "counting", "two_objects", "position", "absolute_position")
-RELATIONS = ("left of", "right of", "above", "below")
-REGIONS = ("left", "right", "top", "bottom", "centre")
-REGION_PHRASES = {
-    "left": "on the left",
-    "right": "on the right",
-    "top": "at the top",
-    "bottom": "at the bottom",
-    "centre": "in the centre",
-}
-NUMBER_WORDS = {1: "a", 2: "two", 3: "three"}
+BACKGROUND = (0, 0, 0)
 
 MIN_SIZE, MAX_SIZE = 0.15, 0.3
 MAX_SIZE_OF_THREE = 0.25  # three shapes of up to 0.3 rarely fit with gaps; keep counting scenes placeable
@@ -95,120 +82,16 @@ class Scene:
     category: str
 
 
-@dataclass(frozen=True)
-class ObjectSpec:
-    """``count`` objects of one colour and kind."""
-
-    colour: str
-    kind: str
-    count: int = 1
-
-    @property
-    def phrase(self) -> str:
-        if self.count == 1:
-            return f"{_article(self.colour)} {self.colour} {self.kind}"
-        return f"{NUMBER_WORDS[self.count]} {self.colour} {self.kind}s"
-
-
-@dataclass(frozen=True)
-class PromptSpec:
-    """Parsed prompt: ``relation`` reads "objects[0] <relation> objects[1]", ``region`` places objects[0]."""
-
-    category: str
-    objects: tuple[ObjectSpec, ...]
-    relation: str | None = None
-    region: str | None = None
-
-    @property
-    def prompt(self) -> str:
-        first = self.objects[0].phrase
-        if self.category in ("single_object", "counting"):
-            return first
-        if self.category == "two_objects":
-            return f"{first} and {self.objects[1].phrase}"
-        if self.category == "position":
-            return f"{first} {self.relation} {self.objects[1].phrase}"
-        return f"{first} {REGION_PHRASES[self.region]}"
-
-
-def _article(colour: str) -> str:
-    return "an" if colour[0] in "aeiou" else "a"
-
-
-# ---------------------------------------------------------------------------------------------- grammar
-
-
-def vocabulary() -> list[str]:
-    """Every word the grammar produces, sorted (for a word-level tokenizer)."""
-    words = {"a", "an", "and", "of", "the", *NUMBER_WORDS.values(), *COLOURS}
-    words |= set(KINDS) | {f"{kind}s" for kind in KINDS}
-    for phrase in (*RELATIONS, *REGION_PHRASES.values()):
-        words |= set(phrase.split())
-    return sorted(words)
-
-
-_COUNT_WORDS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3}
-# What may join two objects: "and" (no relation) or a relation.
-_LINKS: dict[tuple[str, ...], str | None] = {("and",): None} | {tuple(r.split()): r for r in RELATIONS}
-_REGION_WORDS = {tuple(p.split()): r for r, p in REGION_PHRASES.items()} | {("in", "the", "center"): "centre"}
-
-
-def parse_prompt(prompt: str) -> PromptSpec:
-    """Invert the grammar; ``parse_prompt(p).prompt == p`` for every prompt the grammar produces.
-
-    Lenient only in form: case and punctuation are ignored, a single object may take any of a/an/one, and
-    "center" is read as "centre". Raises ValueError naming the offending word for anything else.
-    """
-    words = re.sub(r"[^a-z ]", " ", prompt.lower()).split()
-    if not words:
-        raise ValueError("empty prompt")
-    first, i = _parse_object(words, 0, prompt)
-    rest = tuple(words[i:])
-    if not rest:
-        return PromptSpec("counting" if first.count > 1 else "single_object", (first,))
-    if first.count > 1:
-        raise ValueError(f"{prompt!r}: counts above one only appear alone, e.g. 'two red circles'")
-    if rest in _REGION_WORDS:
-        return PromptSpec("absolute_position", (first,), region=_REGION_WORDS[rest])
-    width = next((w for w in (2, 1) if rest[:w] in _LINKS), 0)
-    if not width:
-        raise ValueError(
-            f"{prompt!r}: expected 'and', a relation {RELATIONS} or a region "
-            f"{tuple(REGION_PHRASES.values())} after {first.phrase!r}, got {' '.join(rest)!r}"
-        )
-    relation = _LINKS[rest[:width]]
-    second, end = _parse_object(words, i + width, prompt)
-    if end != len(words):
-        raise ValueError(f"{prompt!r}: unexpected words after the second object: {' '.join(words[end:])!r}")
-    if second.count > 1:
-        raise ValueError(f"{prompt!r}: counts above one only appear alone, e.g. 'two red circles'")
-    if (first.colour, first.kind) == (second.colour, second.kind):
-        raise ValueError(f"{prompt!r}: the two objects must differ in colour or shape")
-    return PromptSpec("two_objects" if relation is None else "position", (first, second), relation=relation)
-
-
-def _parse_object(words: list[str], i: int, prompt: str) -> tuple[ObjectSpec, int]:
-    """``<count> <colour> <kind>`` starting at words[i]; the kind is plural exactly when count > 1."""
-    if len(words) < i + 3:
-        raise ValueError(f"{prompt!r}: expected '<a|two|three> <colour> <shape>' at word {i + 1}")
-    count_word, colour, noun = words[i : i + 3]
-    if count_word not in _COUNT_WORDS:
-        raise ValueError(f"{prompt!r}: expected a count (a, an, two, three), got {count_word!r}")
-    if colour not in PALETTE:
-        raise ValueError(f"{prompt!r}: unknown colour {colour!r}; expected one of {COLOURS}")
-    count = _COUNT_WORDS[count_word]
-    kind = noun[:-1] if count > 1 and noun.endswith("s") else noun
-    if kind not in KINDS or (count > 1) != (noun != kind):
-        expected = [f"{k}s" for k in KINDS] if count > 1 else list(KINDS)
-        raise ValueError(f"{prompt!r}: after {count_word!r} expected a shape in {expected}, got {noun!r}")
-    return ObjectSpec(colour, kind, count), i + 3
-
-
 # ---------------------------------------------------------------------------------------------- sampler
 
 
-def sample_scene(rng: np.random.Generator, category: str | None = None, layout: str = "free") -> Scene:
+def sample_scene(
+    rng: np.random.Generator, category: str | None = None, layout: str = "free", split: str | None = None
+) -> Scene:
     """A scene of ``category`` (uniform over CATEGORIES when None), laid out consistently with its prompt.
+
+    ``split`` ("train" or "heldout", see ``is_heldout``) draws the prompt from that split only (uniformly among
+    its prompts of the category); None draws from the whole grammar.
 
     ``layout="free"``: sizes and places drawn anywhere the prompt allows. ``layout="slots"``: the prompt's one
     canonical arrangement (one shape in the centre or its region's middle; two or three in a row, left to right in
@@ -220,7 +103,11 @@ def sample_scene(rng: np.random.Generator, category: str | None = None, layout: 
     if category not in CATEGORIES:
         raise ValueError(f"unknown category {category!r}; expected one of {CATEGORIES}")
     check_layout(layout)
+    if split is not None and split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
     spec = _sample_spec(rng, category)
+    while split is not None and split_of(spec) != split:
+        spec = _sample_spec(rng, category)
     place = _place_in_slots if layout == "slots" else _place
     return Scene(place(rng, spec), spec.prompt, category)
 
@@ -400,19 +287,24 @@ def category_cycle(weights: dict[str, int] | None = None) -> list[str]:
 
 
 def _scenes(
-    n: int, rng: np.random.Generator, layout: str = "free", weights: dict[str, int] | None = None
+    n: int,
+    rng: np.random.Generator,
+    layout: str = "free",
+    weights: dict[str, int] | None = None,
+    split: str | None = None,
 ) -> list[Scene]:
     # Categories cycle in a fixed order, so any n gives the weighted shares (and prefixes are stable).
     cycle = category_cycle(weights)
-    return [sample_scene(rng, cycle[i % len(cycle)], layout) for i in range(n)]
+    return [sample_scene(rng, cycle[i % len(cycle)], layout, split) for i in range(n)]
 
 
 def training_scenes(n: int, seed: int, layout: str = "free", weights: dict[str, int] | None = None) -> list[Scene]:
     """The first n training scenes of ``seed`` (stream TRAIN_STREAM); a prefix of any longer call.
 
+    Only prompts of the training split: no held-out prompt (``is_heldout``) in any phrasing.
     ``weights`` repeats a category in the cycle (``{"position": 2}``: relations are 2 of every 6 scenes).
     """
-    return _scenes(n, _stream(seed, TRAIN_STREAM), layout, weights)
+    return _scenes(n, _stream(seed, TRAIN_STREAM), layout, weights, "train")
 
 
 def dataset(n: int, seed: int, size: int) -> list[tuple[np.ndarray, Scene]]:
@@ -421,8 +313,9 @@ def dataset(n: int, seed: int, size: int) -> list[tuple[np.ndarray, Scene]]:
 
 
 def heldout_prompts(n: int, seed: int) -> list[Scene]:
-    """n evaluation scenes from stream HELDOUT_STREAM, independent of every training stream of the same seed.
+    """n evaluation scenes from stream HELDOUT_STREAM, every prompt of the held-out split (``is_heldout``), so no
+    prompt string, in any phrasing, occurs among the training scenes of any seed. Free layouts; categories cycle.
 
     Use ``scene.prompt`` to prompt the model and ``render(scene, size)`` for a ground-truth reference.
     """
-    return _scenes(n, _stream(seed, HELDOUT_STREAM))
+    return _scenes(n, _stream(seed, HELDOUT_STREAM), split="heldout")

@@ -6,7 +6,7 @@ from sigma to sigma' is x + (sigma' - sigma) * velocity.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -43,7 +43,7 @@ def schedule_sigmas(kind: str, steps: int, shift: float, num_train_timesteps: in
 
 
 def sample(
-    denoise: Denoise,
+    denoise: Denoise | Sequence[Denoise],
     noise: torch.Tensor,
     text: torch.Tensor,
     pooled: torch.Tensor,
@@ -59,22 +59,27 @@ def sample(
 ) -> torch.Tensor:
     """The clean latent for `noise` [B, C, h, w]; with guidance > 1 the unconditional text is required.
 
-    batched_cfg runs the conditional and unconditional passes as one batch of 2B (as a CFG bundle does);
-    otherwise as two calls of batch B. `sigmas` (steps + 1 values, e.g. `schedule_sigmas`) replaces the default
-    schedule `shifted_sigmas(steps, shift)`. With start_step k, `noise` is a latent already at the schedule's k-th
-    sigma (e.g. an image noised to it) and only the remaining steps run.
+    `denoise` is one network for every step, or a list of `steps` networks, step i running the i-th (a step
+    schedule: `schedules.Schedule.step_points`). batched_cfg runs the conditional and unconditional passes as
+    one batch of 2B (as a CFG bundle does); otherwise as two calls of batch B. `sigmas` (steps + 1 values, e.g.
+    `schedule_sigmas`) replaces the default schedule `shifted_sigmas(steps, shift)`. With start_step k, `noise` is
+    a latent already at the schedule's k-th sigma (e.g. an image noised to it) and only the remaining steps run.
     """
     cfg = guidance != 1.0
     if cfg and (uncond_text is None or uncond_pooled is None):
         raise ValueError("classifier-free guidance needs the unconditional text and pooled embeddings")
     if not 0 <= start_step < steps:
         raise ValueError(f"start_step must be in [0, {steps}), got {start_step}")
+    per_step = list(denoise) if isinstance(denoise, list | tuple) else [denoise] * steps
+    if len(per_step) != steps:
+        raise ValueError(f"{len(per_step)} per-step networks for {steps} steps")
     if sigmas is None:
         sigmas = shifted_sigmas(steps, shift)
     elif sigmas.shape != (steps + 1,):
         raise ValueError(f"sigmas must hold steps + 1 = {steps + 1} values, got {tuple(sigmas.shape)}")
     x = noise
     for i in range(start_step, steps):
+        denoise = per_step[i]
         sigma = sigmas[i].expand(x.shape[0]).to(x.dtype)
         if not cfg:
             v = denoise(x, sigma, text, pooled)

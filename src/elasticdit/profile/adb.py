@@ -223,6 +223,8 @@ def device_info(adb: Adb, dev: AdbDevice, threads: int | None) -> dict[str, Any]
 class AdbSession:
     """One profile run on one phone: a device folder that is always removed at the end."""
 
+    runner_name = RUNNER_NAME  # what the pushed runner is called on the phone (profile/elasticdit_run.py: its own)
+
     def __init__(self, adb: Adb, runner: Path, threads: int | None, timeout: float):
         self.adb, self.runner, self.threads, self.timeout = adb, runner, threads, timeout
         self.workdir = f"{DEVICE_ROOT}/elasticdit-{uuid.uuid4().hex[:10]}"
@@ -235,8 +237,8 @@ class AdbSession:
         if abi and abi != "arm64-v8a":
             raise DeviceError(f"the phone's ABI is {abi}; this profiler runs arm64-v8a executor_runner builds")
         self.adb.shell(f"mkdir -p {shlex.quote(self.workdir)}")
-        self.adb.run("push", str(self.runner), f"{self.workdir}/{RUNNER_NAME}")
-        self.adb.shell(f"chmod 755 {shlex.quote(self.workdir + '/' + RUNNER_NAME)}")
+        self.adb.run("push", str(self.runner), f"{self.workdir}/{self.runner_name}")
+        self.adb.shell(f"chmod 755 {shlex.quote(self.workdir + '/' + self.runner_name)}")
         for name in files:
             self.adb.run("push", str(bundle / name), f"{self.workdir}/{name}")
         probe = self.adb.shell("toybox time -v true", check=False)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BundleError, DeviceError, OperatingPointError, ProfileError
+from ..schedules import Schedule
 from .errors import DeviceGoneError
 
 DEVICE_FORMS = "host, adb, adb:SERIAL, ssh://[USER@]HOST[:PORT], ios, or a host named in hosts.toml"
@@ -29,7 +30,7 @@ class ProfileRequest:
     guidance: float | None = None
     out: Path | None = None
     quality: Path | None = None
-    runner: Path | None = None  # adb: the arm64 executor_runner
+    runner: Path | None = None  # adb: the arm64 executor_runner or elasticdit-run; host: "native" or elasticdit-run
     identity: Path | None = None  # ssh
     known_hosts: Path | None = None  # ssh
     remote_python: str | None = None  # ssh
@@ -38,6 +39,7 @@ class ProfileRequest:
     memory: bool = True
     op_breakdown: bool = True
     progress: bool | None = None
+    schedules: list[str] = field(default_factory=list)  # specs or manifest names; the manifest's are always added
 
 
 @dataclass
@@ -96,14 +98,69 @@ def _validate(req: ProfileRequest) -> None:
         raise ProfileError("--timeout must be positive")
 
 
-def events_for(req: ProfileRequest, spec: DeviceSpec, manifest: Any, points: list[Any]) -> Iterator[dict]:
+def app_runner(req: ProfileRequest, spec: DeviceSpec) -> bool:
+    """Whether `--runner` asks for the app-side runner: any runner on the host ("native" or a build), an
+    elasticdit-run build (told by its marker) over adb; executor_runner keeps the per-method path."""
+    if req.runner is None or spec.kind not in ("host", "adb"):
+        return False
+    if spec.kind == "host":
+        return True
+    from ..native.run import is_elasticdit_run
+
+    path = Path(req.runner).expanduser()
+    return path.is_file() and is_elasticdit_run(path)
+
+
+def schedules_for(req: ProfileRequest, manifest: Any) -> list[Schedule]:
+    """The manifest's named schedules, then those asked for (a spec or a manifest name), checked; one-point
+    schedules are the points themselves and are left out."""
+    from ..schedules import check, resolve
+
+    held = manifest.point_resolutions()
+    wanted = [
+        *manifest.schedules.values(),
+        *(resolve(t, manifest.default_operating_point, manifest.schedules) for t in req.schedules),
+    ]
+    out: dict[tuple, Schedule] = {}
+    for schedule in wanted:
+        check(schedule, held, tuple(manifest.resolution), where=str(req.bundle))
+        if schedule.single is None:
+            out.setdefault(tuple(schedule.phases), schedule)
+    return list(out.values())
+
+
+def measured_schedules(spec: DeviceSpec) -> str | None:
+    """Why a transport cannot run a schedule as a whole (None: it can)."""
+    if spec.kind == "adb":
+        return (
+            "adb: executor_runner runs one method per process start, so a whole generation cannot be timed with it; "
+            "a schedule's latency over adb is computed from the per-point step latencies only (an app-side runner "
+            "that runs the sampler on the phone is what can measure it)"
+        )
+    if spec.kind == "ios":
+        return "ios: whole generations run through the bundle's host runner, which Core ML bundles lack; computed only"
+    return None
+
+
+def events_for(
+    req: ProfileRequest, spec: DeviceSpec, manifest: Any, points: list[Any], schedules: list[Schedule] | None = None
+) -> Iterator[dict]:
     common = {"runs": req.runs, "warmup": req.warmup, "threads": req.threads}
+    if app_runner(req, spec):  # whole pipelines in elasticdit-run, timed end to end
+        from . import elasticdit_run
+
+        app = {"runner": req.runner, "steps": req.steps, "guidance": req.guidance, "memory": req.memory, **common}
+        if spec.kind == "host":
+            return elasticdit_run.measure_host(req.bundle, manifest, points, **app)
+        return elasticdit_run.measure_adb(req.bundle, manifest, points, serial=spec.serial, timeout=req.timeout, **app)
+    steps = req.steps or int(manifest.scheduler.get("steps", 1))
+    timed = {"schedules": schedules or [], "steps": steps, "guidance": req.guidance}
     if spec.kind in ("host", "ios"):  # in this process: the target's profile backend (Core ML on a Mac for ios)
         from .host import measure
 
         if spec.kind == "ios":
             return measure(req.bundle, manifest, points, memory=False, with_ops=False, **common)
-        return measure(req.bundle, manifest, points, memory=req.memory, with_ops=req.op_breakdown, **common)
+        return measure(req.bundle, manifest, points, memory=req.memory, with_ops=req.op_breakdown, **common, **timed)
     if spec.kind == "adb":
         from .adb import measure
 
@@ -138,6 +195,7 @@ def events_for(req: ProfileRequest, spec: DeviceSpec, manifest: Any, points: lis
             with_ops=req.op_breakdown,
             memory=req.memory,
             **common,
+            **timed,
         )
     raise DeviceError(f"unknown device kind {spec.kind!r}")
 
@@ -165,7 +223,11 @@ def profile_bundle(req: ProfileRequest) -> dict[str, Any]:
             f"{bundle} is an {manifest.target} bundle; --device {spec.kind} runs {' and '.join(runs)} bundles"
         )
     opened.check_files()
-    points = method_entries(manifest, req.ops)
+    schedules = schedules_for(req, manifest)
+    wanted = None
+    if req.ops:  # the points a schedule runs are measured too: its computed latency needs them
+        wanted = list(dict.fromkeys([*req.ops, *(p for s in schedules for p in s.points)]))
+    points = method_entries(manifest, wanted)
     scores = read_quality(req.quality) if req.quality else None
     steps = req.steps or int(manifest.scheduler.get("steps", 1))
     settings = {
@@ -176,6 +238,7 @@ def profile_bundle(req: ProfileRequest) -> dict[str, Any]:
         "steps": steps,
         **guidance_rule(manifest.scheduler, manifest.cfg_batch, req.guidance),
         "operating_points": [p.name for p in points],
+        **({"schedules": [s.label for s in schedules]} if schedules else {}),
         "load_definition": "first: load_program + load_method the first time in the process (on a phone: the "
         "first executor_runner start); warm: the same again with the file cached",
     }
@@ -183,15 +246,19 @@ def profile_bundle(req: ProfileRequest) -> dict[str, Any]:
     device: dict[str, Any] = {"kind": spec.kind}
     events: list[dict[str, Any]] = []
     error = None
-    with reporter(len(points) + aux, req.progress) as bar:
+    why_not = measured_schedules(spec)
+    if schedules and why_not:
+        settings["schedule_notes"] = [why_not]
+    timed = [] if why_not else schedules
+    with reporter(len(points) + aux + len(timed), req.progress) as bar:
         bar.stage(f"connecting to {req.device}")
         try:
-            for event in events_for(req, spec, manifest, points):
+            for event in events_for(req, spec, manifest, points, timed):
                 if event["event"] == "device":
                     device = event["device"]
                 elif event["event"] == "stage":
                     bar.stage(event["text"])
-                elif event["event"] in ("method", "point"):
+                elif event["event"] in ("method", "point", "schedule"):
                     events.append(event)
                     bar.advance()
         except DeviceGoneError as exc:
@@ -199,7 +266,7 @@ def profile_bundle(req: ProfileRequest) -> dict[str, Any]:
     notes = sorted({n for e in events for n in e.get("notes", [])})
     if notes:
         settings["notes"] = notes
-    report = build_report(manifest, str(bundle), device, settings, events, scores, error)
+    report = build_report(manifest, str(bundle), device, settings, events, scores, error, schedules)
     if req.out:
         write_outputs(report, Path(req.out), events)
     return report

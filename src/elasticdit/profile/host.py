@@ -36,11 +36,12 @@ def measure_method(backend: Any, entry: Any, runs: int, warmup: int, with_ops: b
     handle, first = backend.load(entry)
     for _ in range(warmup):
         backend.execute(handle, entry, inputs)
-    times = []
+    times, cpu = [], []
     for _ in range(runs):
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         backend.execute(handle, entry, inputs)
         times.append((time.perf_counter() - t0) * 1e3)
+        cpu.append((time.process_time() - c0) * 1e3)
     del handle
     handle, warm = backend.load(entry)
     del handle
@@ -50,6 +51,7 @@ def measure_method(backend: Any, entry: Any, runs: int, warmup: int, with_ops: b
         "kind": str(entry.kind),
         "load_ms": {"first": first, "warm": warm},
         "ms": times,
+        "cpu_ms": cpu,  # process CPU time (every thread's), steadier than wall time on a loaded machine
         "ops": ops,
     }
 
@@ -65,8 +67,12 @@ def measure(
     memory: bool = True,
     with_ops: bool = True,
     python: str | None = None,
+    schedules: list[Any] | None = None,
+    steps: int = 1,
+    guidance: float | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Events: device, then text encoder and decoder (once per bundle), then one per operating point."""
+    """Events: device, then text encoder and decoder (once per bundle), then one per operating point, then one
+    per step schedule (whole generations of `steps` steps at `guidance`, `schedule_run.py`)."""
     from .memory import measure_peak_memory
 
     backend = host_backend(bundle, manifest, threads)
@@ -92,3 +98,8 @@ def measure(
             methods = [e.method for e in aux] + [point.method]
             mem = measure_peak_memory(bundle, methods, threads, python=python)
         yield {"event": "point", "name": point.name, **result, "memory": mem}
+    for schedule in schedules or []:
+        from .schedule_run import measure_schedule
+
+        yield {"event": "stage", "text": f"schedule {schedule.label}: {steps}-step generations"}
+        yield measure_schedule(bundle, manifest, schedule, steps, guidance, runs, warmup, threads, memory, python)

@@ -2,6 +2,7 @@
 
     python -m elasticdit.profile.remote BUNDLE [--ops a,b] [--runs N] [--warmup K] [--threads T]
                                        [--no-memory] [--no-op-breakdown]
+                                       [--schedule SPEC ...] [--steps N] [--guidance G]
 
 Prints one JSON object per line on stdout as each measurement finishes (`device`, `method`, `point`), then
 `{"event": "done"}`; a failure prints `{"event": "error", "message": ...}` and exits 1. Streaming means the
@@ -31,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--no-op-breakdown", action="store_true")
+    parser.add_argument("--schedule", action="append", default=[])
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--guidance", type=float, default=None)
     args = parser.parse_args(argv)
 
     from ..quiet import silence_library_noise
@@ -38,12 +42,15 @@ def main(argv: list[str] | None = None) -> int:
     silence_library_noise()
     from ..bundle.reader import read_bundle
     from ..errors import ElasticDiTError
+    from ..schedules import check, parse_schedule
     from .core import method_entries
     from .host import measure
 
     try:
         manifest = read_bundle(args.bundle, check=False).manifest
         points = method_entries(manifest, args.ops.split(",") if args.ops else None)
+        held, at = manifest.point_resolutions(), tuple(manifest.resolution)
+        schedules = [check(parse_schedule(spec), held, at) for spec in args.schedule]
         for event in measure(
             args.bundle,
             manifest,
@@ -53,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
             threads=args.threads,
             memory=not args.no_memory,
             with_ops=not args.no_op_breakdown,
+            schedules=schedules,
+            steps=args.steps or int(manifest.scheduler.get("steps", 1)),
+            guidance=args.guidance,
         ):
             emit(event)
     except ElasticDiTError as exc:

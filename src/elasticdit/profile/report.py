@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ProfileError
-from .stats import E2E_RULE, e2e_ms, pareto_front, summarize
+from .stats import E2E_RULE, SCHEDULE_E2E_RULE, e2e_ms, pareto_front, schedule_e2e_ms, summarize
 
 TOP_OPS = 25  # op kinds kept per method in the JSON (the CSV has every event)
 
@@ -58,6 +58,7 @@ def build_report(
     events: list[dict[str, Any]],
     scores: dict[str, float] | None = None,
     error: str | None = None,
+    schedules: list[Any] | None = None,
 ) -> dict[str, Any]:
     """The profile document (`--json`); `events` are what a transport yielded, in order."""
     by_kind = {e["kind"]: e for e in events if e["event"] == "method"}
@@ -82,11 +83,13 @@ def build_report(
             "arena_bytes": p.arena_bytes,
             "load_ms": _load(e),
             "denoise_ms": denoise,
+            "denoise_cpu_ms": summarize(e["cpu_ms"]) if e.get("cpu_ms") else None,
             "decode_ms": decode_stats,
             "text_encoder_ms": text_stats,
             "e2e_ms": e2e_ms(
                 denoise["median"], settings["steps"], settings["denoise_calls_per_step"], text_ms, decode_ms
             ),
+            "e2e_measured_ms": summarize(e["e2e_measured_ms"]) if e.get("e2e_measured_ms") else None,
             "e2e_breakdown": {
                 "text_encoder": text_ms,
                 "denoise": round(settings["steps"] * settings["denoise_calls_per_step"] * denoise["median"], 3),
@@ -102,7 +105,7 @@ def build_report(
         points.append(row)
     wanted = settings.get("operating_points") or [p.name for p in manifest.points_at()]
     done = {p["name"] for p in points}
-    return {
+    doc = {
         "device": device,
         "bundle": bundle,
         "target": manifest.target,
@@ -116,6 +119,7 @@ def build_report(
             "method": text["method"],
             "load_ms": _load(text),
             "ms": text_stats,
+            "cpu_ms": summarize(text["cpu_ms"]) if text.get("cpu_ms") else None,
             "ops": (_trim_ops(text.get("ops")) or {}).get("ops", []),
         }
         if text
@@ -124,12 +128,65 @@ def build_report(
             "method": decode["method"],
             "load_ms": _load(decode),
             "ms": decode_stats,
+            "cpu_ms": summarize(decode["cpu_ms"]) if decode.get("cpu_ms") else None,
             "ops": (_trim_ops(decode.get("ops")) or {}).get("ops", []),
         }
         if decode
         else None,
         "operating_points": points,
     }
+    if schedules:
+        doc["schedules"] = schedule_rows(schedules, points, settings, events, text, decode)
+    return doc
+
+
+def schedule_rows(
+    schedules: list[Any],
+    points: list[dict[str, Any]],
+    settings: dict[str, Any],
+    events: list[dict[str, Any]],
+    text: dict[str, Any] | None,
+    decode: dict[str, Any] | None,
+) -> list[dict[str, Any]]:
+    """A schedule's end-to-end latency computed from the per-point step medians, and measured where the transport
+    ran it whole (`schedule_run.py`); process CPU time beside wall time where the transport reports it."""
+    steps, calls = settings["steps"], settings["denoise_calls_per_step"]
+    wall = {p["name"]: p["denoise_ms"]["median"] for p in points}
+    cpu = {p["name"]: p["denoise_cpu_ms"]["median"] for p in points if p.get("denoise_cpu_ms")}
+    gflops = {p["name"]: p["gflops"] or 0.0 for p in points}
+
+    def median(event: dict[str, Any] | None, key: str) -> float | None:
+        return summarize(event[key])["median"] if event and event.get(key) else None
+
+    measured = {tuple((p["point"], p["share"]) for p in e["phases"]): e for e in events if e["event"] == "schedule"}
+    rows = []
+    for schedule in schedules:
+        counts = schedule.steps_per_point(steps)
+        run = measured.get(tuple((p.point, p.share) for p in schedule.phases))
+        computed = computed_cpu = None
+        if all(p in wall for p in schedule.points):
+            computed = schedule_e2e_ms(counts, calls, wall, median(text, "ms"), median(decode, "ms"))
+        if all(p in cpu for p in schedule.points) and all(e is None or e.get("cpu_ms") for e in (text, decode)):
+            computed_cpu = schedule_e2e_ms(counts, calls, cpu, median(text, "cpu_ms"), median(decode, "cpu_ms"))
+        mem = (run or {}).get("memory") or {}
+        rows.append(
+            {
+                **schedule.to_dict(),
+                "name": schedule.label,
+                "steps_per_point": counts,
+                "gflops_per_image": round(
+                    sum(gflops.get(p, 0.0) * n for p, n in counts.items()) * (2 if settings.get("cfg") else 1), 6
+                ),
+                "computed_e2e_ms": computed,
+                "computed_e2e_cpu_ms": computed_cpu,
+                "measured_e2e_ms": summarize(run["ms"]) if run else None,
+                "measured_e2e_cpu_ms": summarize(run["cpu_ms"]) if run and run.get("cpu_ms") else None,
+                "peak_memory_mb": mem.get("peak_mb"),
+                "memory": mem or None,
+                "rule": SCHEDULE_E2E_RULE,
+            }
+        )
+    return rows
 
 
 CSV_COLUMNS = (

@@ -258,6 +258,9 @@ def measure(
     threads: int | None,
     with_ops: bool = True,
     memory: bool = True,
+    schedules: list[Any] | None = None,
+    steps: int = 1,
+    guidance: float | None = None,
 ) -> Iterator[dict[str, Any]]:
     ssh = Ssh(target, opts)
     remote = ssh.run("mktemp -d /tmp/elasticdit-profile.XXXXXX", timeout=60).stdout.strip()
@@ -281,6 +284,10 @@ def measure(
             args.append("--no-memory")
         if not with_ops:
             args.append("--no-op-breakdown")
+        for schedule in schedules or []:  # whole generations on the board (profile/schedule_run.py)
+            args += ["--schedule", schedule.spec]
+        if schedules:
+            args += ["--steps", str(steps)] + (["--guidance", repr(float(guidance))] if guidance is not None else [])
         words = [opts.python, "-m", "elasticdit.profile.remote", *args]
         command = f"cd {shlex.quote(remote)} && " + " ".join(shlex.quote(w) for w in words)
         finished = False

@@ -12,6 +12,11 @@ E2E_RULE = (
     "batched for it (manifest cfg_batch false), else 1; the unconditional (empty-prompt) text embedding is "
     "assumed computed once and cached by the app"
 )
+SCHEDULE_E2E_RULE = (
+    "computed: the e2e rule with each step costing the denoise median of the point it runs (the schedule's step "
+    "rule, docs/design.md); measured: wall (and process CPU) time of whole generations run through the bundle's "
+    "methods as an app runs them (text encoder each run, the unconditional embedding cached, every step, decode)"
+)
 
 
 def percentile(sorted_xs: list[float], q: float) -> float:
@@ -54,6 +59,18 @@ def e2e_ms(
     denoise_median: float, steps: int, calls_per_step: int, text_ms: float | None, decode_ms: float | None
 ) -> float:
     return round((text_ms or 0.0) + steps * calls_per_step * denoise_median + (decode_ms or 0.0), 3)
+
+
+def schedule_e2e_ms(
+    steps_per_point: dict[str, int],
+    calls_per_step: int,
+    denoise_median: dict[str, float],
+    text_ms: float | None,
+    decode_ms: float | None,
+) -> float:
+    """The end-to-end rule with a step schedule: each step costs its own point's denoise median."""
+    denoise = sum(n * calls_per_step * denoise_median[p] for p, n in steps_per_point.items() if n)
+    return round((text_ms or 0.0) + denoise + (decode_ms or 0.0), 3)
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:

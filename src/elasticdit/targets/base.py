@@ -11,11 +11,12 @@ A target (`android`: ExecuTorch + XNNPACK, `ios`: Core ML, `onnx`: ONNX Runtime)
 - `reference`: what `verify` compares a method's output with, of the artifact's own numerics (the quantized model
   itself; the float32 PyTorch reference by default).
 
-The seams later work fills in per target, each with a default here: `runtime_ops` (custom operators the runtime
-must provide, e.g. an SSBA kernel), and extra files beside the program (external weights, `weights_forms`: every
-file the target writes into the folder is hashed into the manifest's `files`, `Artifact.file` names the one a
-method is loaded from and `Artifact.data_file` the weights file it needs beside it). docs/design.md lists what a
-new target implements.
+The seams later work fills in per target, each with a default here: `reference` (a same-numerics reference for
+`verify`: the quantized model itself), `runtime_ops` (custom operators the runtime must provide, e.g. an SSBA
+kernel), `app_runner` (the native app-side pipeline that runs its bundles: `elasticdit-run` for ExecuTorch
+programs), and extra files beside the program (external weights, `weights_forms`: every file the target writes
+into the folder is hashed into the manifest's `files`, `Artifact.file` names the one a method is loaded from and
+`Artifact.data_file` the weights file it needs beside it). docs/design.md lists what a new target implements.
 """
 
 from __future__ import annotations
@@ -85,6 +86,15 @@ class ProfileBackend(Protocol):
     def ops(self, entry: MethodEntry, inputs: list[torch.Tensor]) -> dict[str, Any] | None: ...
 
 
+class AppRunner(Protocol):
+    """A native app-side pipeline (tokenizer, text encoder, sampler, decoder in one process, as an app runs it):
+    `generate` returns its timings document (docs/runtime.md) and writes the image when given a path."""
+
+    emulated: bool  # run under an emulator: its times are not latencies
+
+    def generate(self, bundle: Path, prompt: str, noise: Any, output: Path | None = None, **options: Any) -> dict: ...
+
+
 class Target(ABC):
     name: str
     default_recipe: str
@@ -125,6 +135,16 @@ class Target(ABC):
         from ..errors import BundleError
 
         raise BundleError(f"{bundle} is an {self.name} bundle; this host cannot time its methods")
+
+    def app_runner(self, bundle: Path, runner: str | Path) -> AppRunner:
+        """The native app-side runner of this target's bundles (`generate --runner`, `profile --runner`): `runner`
+        is "native" (this host's build, made on demand) or a path to a build. None by default."""
+        from ..errors import BundleError
+
+        raise BundleError(
+            f"{bundle} is an {self.name} bundle; no native app-side runner runs it (elasticdit-run runs ExecuTorch "
+            "programs: docs/runtime.md)"
+        )
 
     def reference(self, models: Models, recipe: Recipe, unit: ExportUnit) -> Reference | None:
         """The reference `verify` compares a method with: the model of the artifact's numerics under `recipe` (the

@@ -1,5 +1,6 @@
 """Android: one ExecuTorch program (`model.pte`) lowered to XNNPACK; run by ExecuTorch's runtime on the host,
-`executor_runner` on a phone (adb) and the ExecuTorch Python runtime on a Linux board (ssh)."""
+`executor_runner` on a phone (adb) and the ExecuTorch Python runtime on a Linux board (ssh); its app side is
+`elasticdit-run` (runtime/, `native/`), on the host, on a phone over adb and on aarch64 under emulation."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ...footprint import WeightStorage
-from ..base import Artifact, HostRunner, ProfileBackend, Reference, Target
+from ..base import AppRunner, Artifact, HostRunner, ProfileBackend, Reference, Target
 
 if TYPE_CHECKING:
     from ...bundle.manifest import Manifest
@@ -59,3 +60,8 @@ class AndroidTarget(Target):
         from ...quant import applies
 
         return self.rebuilt_reference(models, recipe, unit) if applies(recipe.quantization, unit.kind) else None
+
+    def app_runner(self, bundle: Path, runner: str | Path) -> AppRunner:
+        from ...native.run import NativeRunner
+
+        return NativeRunner.resolve(runner)

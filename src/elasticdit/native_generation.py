@@ -1,0 +1,80 @@
+"""`generate BUNDLE --runner native|PATH`: the bundle's images made by its target's native app-side runner
+(`Target.app_runner`: elasticdit-run for ExecuTorch bundles, docs/runtime.md) instead of this process.
+
+The seed's noise is drawn here exactly as `generation.noise_for` draws it (torch's generator cannot be reproduced
+in C++) and handed to the runner as a .npy file, so both runners start from the same latent and give the same
+image. A `Source`, so `generate_image` (and `evaluate_source`) run it as they run the others.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .generation import GenerationError, PointInfo, Source, StepCallback, noise_for
+from .schedules import Schedule
+
+
+class AppRunnerSource(Source):
+    """A bundle run by its target's app-side runner; `timings` holds the last run's timings document."""
+
+    def __init__(self, path: str | Path | None, runner: str | Path, threads: int | None = None):
+        from .bundle.reader import read_bundle
+
+        if path is None or not Path(path).is_dir():
+            raise GenerationError(
+                f"--runner {runner} runs a bundle folder (elasticdit-run runs ExecuTorch bundles), not a checkpoint"
+            )
+        opened = read_bundle(path, check=False)
+        self.path, self.manifest, self.kind = opened.path, opened.manifest, opened.manifest.target
+        doc = self.manifest
+        if doc.decoder is None:
+            raise GenerationError(f"{self.path} has no decode method, so it cannot make images")
+        self.resolution = tuple(doc.resolution)
+        self.steps, self.guidance = int(doc.scheduler["steps"]), float(doc.scheduler["guidance_scale"])
+        self.shift = float(doc.scheduler["shift"])
+        self._entries = {p.name: p for p in doc.operating_points}
+        self.points = [PointInfo(p.name, p.gflops, p.compression_ratio, p.depth) for p in doc.operating_points]
+        self.default_point = doc.default_operating_point or self.points[0].name
+        self.named_schedules = dict(doc.schedules)
+        self.app = opened.target.app_runner(self.path, runner)
+        self.threads = threads
+        self.timings: dict[str, Any] | None = None
+
+    def generate(
+        self, prompt, op=None, steps=None, guidance=None, seed=0, on_step: StepCallback | None = None, initial=None
+    ):
+        from PIL import Image
+
+        if isinstance(op, Schedule):  # generate_image hands over the checked schedule
+            if op.single is None:
+                raise GenerationError(
+                    "a step schedule with --runner native: run `elasticdit-run generate --schedule` directly"
+                )
+            op = op.single
+        point = self.point(op)
+        steps, guidance = self.settings(steps, guidance)
+        shape = [1, *self._entries[point.name].input("latent").shape[1:]]
+        with tempfile.TemporaryDirectory(prefix="elasticdit-app-") as tmp:
+            out = Path(tmp) / "image.png"
+            doc = self.app.generate(
+                self.path,
+                prompt,
+                noise_for(seed, shape).numpy() if initial is None else np.asarray(initial, dtype=np.float32),
+                out,
+                op=point.name,
+                steps=steps,
+                guidance=guidance,
+                threads=self.threads,
+                warm_load=False,
+            )
+            with Image.open(out) as image:
+                pixels = np.asarray(image.convert("RGB"))
+        self.timings = doc
+        if on_step is not None:
+            for i, step in enumerate(doc["runs"][-1]["steps"]):
+                on_step(i, float(step["sigma"]))
+        return pixels

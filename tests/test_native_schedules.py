@@ -1,0 +1,124 @@
+"""Step schedules in elasticdit-run (docs/design.md "Step schedules", docs/runtime.md): `--schedule NAME|SPEC`
+gives the per-step points of the contract's rule (step i of N runs phase min{k : (i + 0.5) / N < C_k}), from a
+spec or a name in the manifest's "schedules", and a scheduled run equals the same points given with --per-step
+(itself checked step by step against the Python sampler in test_native_runtime.py).
+
+The `schedules` branch (elasticdit.schedules) has not landed on main yet, so the rule is checked against the
+contract reimplemented here in Python's float arithmetic, with that branch's refinement: each cumulative share
+rounded to 9 decimals, so 0.1 + 0.2 is the boundary 0.3 (a case below)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+
+import numpy as np
+import pytest
+from test_native_support import PROMPT, latent_shape, runner_for
+
+from elasticdit.generation import noise_for
+from elasticdit.native.errors import NativeRunError
+
+
+def contract_points(phases: list[tuple[str, float]], steps: int) -> list[str]:
+    cumulative, total = [], 0.0
+    for _, share in phases:
+        total += share
+        cumulative.append(math.floor(total * 1e9 + 0.5) / 1e9)
+    cumulative[-1] = 1.0
+    return [phases[next(k for k, c in enumerate(cumulative) if (i + 0.5) / steps < c)][0] for i in range(steps)]
+
+
+def spec_of(phases: list[tuple[str, float]]) -> str:
+    return ",".join(f"{p}:{s!r}" for p, s in phases)
+
+
+@pytest.fixture(scope="module")
+def native():
+    return runner_for("host")
+
+
+@pytest.fixture(scope="module")
+def bundle(android_bundle, tmp_path_factory):
+    """The session's android bundle (points r1_d4, r2_d2), hard-linked, with named schedules in its manifest."""
+    copy = tmp_path_factory.mktemp("scheduled") / "bundle"
+    shutil.copytree(android_bundle[0], copy, copy_function=os.link)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["schedules"] = {
+        "cheap-first": [{"point": "r2_d2", "share": 0.3}, {"point": "r1_d4", "share": 0.7}],
+        "r1_d4": [{"point": "r2_d2", "share": 1.0}],  # a name shadows the point it spells
+    }
+    (copy / "manifest.json").unlink()  # a hard link: write a new file, never the session bundle's
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    return copy
+
+
+def points(native, bundle, schedule: str, steps: int) -> list[str]:
+    doc = json.loads(native.run("schedule", str(bundle), "--schedule", schedule, "--steps", str(steps)).stdout)
+    assert doc["steps"] == steps and len(doc["points"]) == steps
+    return doc["points"]
+
+
+CASES = [
+    [("r2_d2", 0.3), ("r1_d4", 0.7)],
+    [("r2_d2", 0.5), ("r1_d4", 0.5)],  # a boundary at (i + 0.5) / N exactly for odd N
+    [("r1_d4", 0.1), ("r2_d2", 0.2), ("r1_d4", 0.7)],  # 0.1 + 0.2 is not 0.3 in binary: rounded, it is
+    [("r2_d2", 1 / 3), ("r1_d4", 1 / 3), ("r2_d2", 1 / 3)],
+    [("r1_d4", 0.25), ("r2_d2", 0.25), ("r1_d4", 0.25), ("r2_d2", 0.25)],
+    [("r2_d2", 0.05), ("r1_d4", 0.95)],  # a phase that gets no step at small N
+]
+
+
+@pytest.mark.parametrize("phases", CASES, ids=lambda p: spec_of(p))
+def test_schedule_steps_follow_the_contract(native, bundle, phases):
+    for steps in (1, 2, 3, 4, 5, 7, 10, 13, 28, 50):
+        assert points(native, bundle, spec_of(phases), steps) == contract_points(phases, steps), steps
+
+
+def test_named_schedules_and_plain_points(native, bundle):
+    assert points(native, bundle, "cheap-first", 10) == contract_points([("r2_d2", 0.3), ("r1_d4", 0.7)], 10)
+    assert points(native, bundle, "r2_d2", 4) == ["r2_d2"] * 4
+    assert points(native, bundle, "r1_d4", 3) == ["r2_d2"] * 3  # the manifest's name wins over the point
+    # the boundary: step 1 of 3 sits at (1 + 0.5) / 3 = 0.5 = C_1, which is not < C_1 (a rule with <= differs)
+    half = [("r2_d2", 0.5), ("r1_d4", 0.5)]
+    assert points(native, bundle, spec_of(half), 3) == ["r2_d2", "r1_d4", "r1_d4"]
+    # 0.1 + 0.2 rounded to 9 decimals is the boundary 0.3 that step 1 of 5 sits on: r1_d4 (unrounded: r2_d2)
+    assert points(native, bundle, "r1_d4:0.1,r2_d2:0.2,r1_d4:0.7", 5) == ["r2_d2"] + ["r1_d4"] * 4
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("r2_d2:0.5,r1_d4:0.4", "shares sum to 0.9"),
+        ("r2_d2:0.5,r1_d4", "is not POINT:SHARE"),
+        ("r2_d2:x,r1_d4:0.5", "share 'x' is not a number"),
+        ("r2_d2:0,r1_d4:1", "must be a number above 0"),
+        ("r9_d9:0.5,r1_d4:0.5", "unknown operating point 'r9_d9'"),
+        ("nosuch", "unknown operating point 'nosuch'"),
+        ("", "a schedule is empty"),
+    ],
+)
+def test_bad_schedules_are_named_errors(native, bundle, spec, message):
+    with pytest.raises(NativeRunError) as err:
+        points(native, bundle, spec, 4)
+    assert err.value.kind == "UsageError" and message in err.value.message, str(err.value)
+
+
+def test_generate_with_a_schedule_equals_per_step(native, bundle, tmp_path):
+    noise = noise_for(3, latent_shape(bundle)).numpy()
+    plan = contract_points([("r2_d2", 0.3), ("r1_d4", 0.7)], 3)
+    assert plan == ["r2_d2", "r1_d4", "r1_d4"]
+    (tmp_path / "named").mkdir()
+    (tmp_path / "per_step").mkdir()
+    named = native.generate(bundle, PROMPT, noise, schedule="cheap-first", steps=3, dump=tmp_path / "named")
+    by_hand = native.generate(bundle, PROMPT, noise, per_step=plan, dump=tmp_path / "per_step")
+    assert [s["point"] for s in named["runs"][0]["steps"]] == plan
+    assert named["schedule"] == by_hand["schedule"] == plan
+    for name in ("latent", "image"):
+        assert np.array_equal(
+            np.load(tmp_path / "named" / f"{name}.npy"), np.load(tmp_path / "per_step" / f"{name}.npy")
+        )
+    with pytest.raises(NativeRunError, match="give one of --op, --schedule, --per-step"):
+        native.generate(bundle, PROMPT, noise, schedule="cheap-first", op="r2_d2")
