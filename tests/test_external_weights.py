@@ -138,3 +138,97 @@ def test_reexport_is_byte_identical(external_bundle, tiny_ckpt, tmp_path):
     export_cli(tiny_ckpt, "android", again, "--ops", OPS, "--weights", "external")
     for name in ("model.pte", "model.ptd", "manifest.json"):
         assert (again / name).read_bytes() == (external_bundle[0] / name).read_bytes(), name
+
+
+def test_native_runner_loads_the_external_form(external_bundle, tmp_path):
+    """elasticdit-run opens model.pte with its model.ptd: every method equals the Python runtime's on the same
+    bundle, and a whole generation equals `generate`'s."""
+    import numpy as np
+    from test_native_support import PROMPT, compare_images, png, runner_for
+
+    native = runner_for("host")
+    opened = read_bundle(external_bundle[0])
+    python = ExecuTorchRunner(opened.path, None, opened.manifest)
+    index = native.methods(opened.path, tmp_path)
+    assert [m["method"] for m in index["methods"]] == ["encode_text", "denoise_r1_d4", "denoise_r2_d2", "decode"]
+    for m in index["methods"]:
+        inputs = [torch.from_numpy(np.load(tmp_path / f"{m['method']}.in{k}.npy")) for k in range(m["inputs"])]
+        want = python.run(opened.manifest.method(m["method"]), inputs)
+        for k in range(m["outputs"]):
+            got = np.load(tmp_path / f"{m['method']}.out{k}.npy")
+            np.testing.assert_allclose(got, want[k].numpy(), rtol=1e-5, atol=1e-6, err_msg=m["method"])
+    base = ["generate", str(opened.path), "-p", PROMPT, "--op", "r2_d2", "--steps", "2", "--seed", "1"]
+    for extra, name in (([], "python.png"), (["--runner", "native"], "native.png")):
+        result = runner.invoke(app, [*base, *extra, "-o", str(tmp_path / name)])
+        assert result.exit_code == 0, result.output + result.stderr
+    figures = compare_images(png(tmp_path / "python.png"), png(tmp_path / "native.png"))
+    assert figures["psnr_db"] >= 45 and figures["within_1_lsb"] >= 0.99, figures
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("unlisted", "keeps its weights in"),  # named in an entry, not in `files`, absent: the program refuses
+        ("outside", "names data file '../model.ptd' outside the bundle"),
+    ],
+)
+def test_native_runner_refuses_a_missing_or_escaping_ptd(external_bundle, tmp_path, case, message):
+    """Never the .pte alone (ExecuTorch 1.5.1 would crash in load_method): a named BundleError instead."""
+    import numpy as np
+    from test_native_support import PROMPT, latent_shape, runner_for
+
+    from elasticdit.generation import noise_for
+    from elasticdit.native.errors import NativeRunError
+
+    native = runner_for("host")
+    copy = tmp_path / "copy"
+    shutil.copytree(external_bundle[0], copy)
+    doc = json.loads((copy / "manifest.json").read_text())
+    if case == "unlisted":
+        (copy / "model.ptd").unlink()
+        doc["files"] = [f for f in doc["files"] if f["path"] != "model.ptd"]
+    else:
+        for entry in [*doc["operating_points"], doc["decoder"], doc["text_encoder"]]:
+            entry["data_file"] = "../model.ptd"
+    (copy / "manifest.json").write_text(json.dumps(doc))
+    noise = tmp_path / "noise.npy"
+    np.save(noise, noise_for(0, latent_shape(copy)).numpy())
+    with pytest.raises(NativeRunError) as info:
+        native.run("generate", str(copy), "--prompt", PROMPT, "--noise", str(noise), "--op", "r2_d2")
+    assert info.value.kind == "BundleError" and message in info.value.message, info.value.message
+
+
+@pytest.mark.slow
+def test_multi_resolution_external_bundle(tiny_ckpt, tmp_path):
+    """Several resolutions in the external form: every method of every resolution loads from the one .ptd, each
+    point states the weight bytes of its own resolution's function, and verify passes on all of them."""
+    from elasticdit.checkpoint import load_checkpoint
+    from elasticdit.footprint import WeightStorage, point_key, weight_plan
+    from elasticdit.operating_points import select
+
+    out = tmp_path / "multi"
+    sizes = [(128, 128), (128, 192)]
+    args = ["--ops", "r2_d2", "--weights", "external", "--resolution", "128x128", "--resolution", "128x192"]
+    export_cli(tiny_ckpt, "android", out, *args)
+    doc = json.loads((out / "manifest.json").read_text())
+    assert [f["path"] for f in doc["files"]] == ["model.ptd", "model.pte"]
+    entries = [*doc["operating_points"], doc["decoder"], *doc.get("decoders", []), doc["text_encoder"]]
+    assert sorted(e["method"] for e in entries) == [
+        "decode",
+        "decode_128x192",
+        "denoise_r2_d2",
+        "denoise_r2_d2_128x192",
+        "encode_text",
+    ]
+    assert all(e["file"] == "model.pte" and e["data_file"] == "model.ptd" for e in entries)
+    cfg = load_checkpoint(tiny_ckpt).cfg
+    plan = weight_plan(cfg, select(cfg, ["r2_d2"]), sizes).footprint(WeightStorage())
+    got = {e["method"]: e["weight_bytes"] for e in doc["operating_points"]}
+    assert got == {
+        "denoise_r2_d2": plan.points[point_key("r2_d2", sizes[0], sizes[0])],
+        "denoise_r2_d2_128x192": plan.points[point_key("r2_d2", sizes[1], sizes[0])],
+    }
+    assert got["denoise_r2_d2_128x192"] > got["denoise_r2_d2"]  # its position codes cover more tokens
+    result = runner.invoke(app, ["verify", str(out), "--checkpoint", str(tiny_ckpt), "--json"])
+    assert result.exit_code == 0, result.output + result.stderr
+    assert len(json.loads(result.stdout)["methods"]) == 5
