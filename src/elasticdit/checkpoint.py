@@ -5,7 +5,8 @@ Loading never unpickles: safetensors is parsed directly, and a `.pt`/`.bin` impo
 
 A `.safetensors` file is memory-mapped (`safe_open`), never read whole into memory: its tensors are views of the
 file's pages (copy-on-write), the header is read on its own and the sha256 is streamed, so loading holds no second
-full copy of the weights; `Checkpoint.models()` assigns them into the networks (float32 tensors as they are).
+full copy of the weights; `Checkpoint.models()` builds the networks without weights (parameters on the meta device)
+and assigns them into the networks (float32 tensors as they are).
 """
 
 from __future__ import annotations
@@ -54,7 +55,12 @@ class Checkpoint:
 
     def models(self) -> Models:
         """The networks with these weights, in eval mode, float32."""
-        models = build_models(self.cfg)
+        from accelerate import init_empty_weights
+
+        # parameters on the meta device until the checkpoint's tensors are assigned: building the networks
+        # allocates no weights of its own (buffers, which the code computes, are built as usual)
+        with init_empty_weights(include_buffers=False):
+            models = build_models(self.cfg)
         models.load_state_dict({k: v.float() for k, v in self.tensors.items()})
         if hasattr(models.text_encoder, "load_tokenizers"):
             models.text_encoder.load_tokenizers(self.files)
