@@ -162,3 +162,20 @@ def test_plan_device_uses_the_profiles_memory_budget(tmp_path):
     assert result.exit_code == 0, result.output + result.stderr
     out = json.loads(result.stdout)
     assert out["choice"]["name"] == "small" and [r["name"] for r in out["rejected"]] == ["big"]
+
+
+def test_plan_weighs_a_schedule_by_its_points_planned_memory():
+    """A schedule without a measured peak carries its points' largest planned memory (a lower bound): excluded
+    when that passes the budget, otherwise kept but not counted as memory-checked."""
+    from elasticdit.schedules import parse_schedule
+
+    mib = 2**20
+    doc = profile_doc({"r1_d4": 300 * mib, "r2_d2": 100 * mib}, arena=20 * mib)
+    mixed = [(parse_schedule("r2_d2:0.5,r1_d4:0.5"), None)]
+    fits = plan(doc, budget_ms=1e6, memory_mb=400, schedules=mixed)
+    row = next(r for r in [fits["choice"], *fits["candidates"]] if r["kind"] == "schedule")
+    assert row["planned_memory_mb"] == 320 and row["memory_checked"] is False
+    assert fits["choice"]["memory_checked"] is True  # a point's planned memory does check it
+    over = plan(doc, budget_ms=1e6, memory_mb=200, schedules=mixed)
+    assert {r["name"] for r in over["rejected"]} == {"r1_d4", "r2_d2:0.5,r1_d4:0.5"}
+    assert all("planned" in r["reason"] for r in over["rejected"])
