@@ -23,7 +23,7 @@ from pathlib import Path
 from elasticdit.demo_checkpoint import DEMO_SEED, write_random_demo
 
 # the three-block points of ratios 1 and 2 picked more often than the --uncovered-weight rule's 3, and over the last
-# 30% of the DiT phase ratio 2's lightest point in every step (RESULTS.md, "The shipped sandwich, then ...")
+# 30% of the DiT phase ratio 2's lightest point in every step (docs/demo-training-history.md, "The shipped sandwich")
 SHIPPED_PLAN_FLAGS = [
     *("--pick-weight", "r1_d3=3", "--pick-weight", "r2_d3=6"),
     *("--late-sandwich", "ratio-lightest", "--late-from", "0.7", "--late-pick-weight", "r1_d3=3"),

@@ -287,3 +287,30 @@ def test_method_files_must_be_hashed_and_links_never_followed(tmp_path):
     rows = {r["path"]: r["problem"] for r in check_files(dest, read_manifest(dest))}
     assert rows["model.pte"] == "a symbolic link"
     assert manifest["files"][0]["path"] == "model.pte"
+
+
+@pytest.mark.parametrize("target", ["ios", "onnx"])
+def test_kernel_lowering_is_refused_for_a_runtime_without_the_op(tiny_ckpt, tmp_path, target):
+    """`lowering.attention = "kernel"` calls elasticdit::ssba_attention, which only an ExecuTorch runtime built with
+    elasticdit's kernels has: an iOS or ONNX recipe asking for it is a named error when the recipe is read, before
+    the checkpoint is opened or anything is written (a checkpoint path that does not exist shows the order)."""
+    from typer.testing import CliRunner
+
+    from elasticdit.cli import app
+    from elasticdit.errors import LoweringUnavailableError
+
+    recipe = {"name": "x", "target": target, "lowering": {"attention": "kernel"}}
+    with pytest.raises(LoweringUnavailableError, match=f"elasticdit::ssba_attention, which the {target} runtime"):
+        parse_recipe(recipe, "<recipe>", TARGETS)
+    assert parse_recipe({**recipe, "target": "android"}, "<recipe>", TARGETS).attention == "kernel"
+    assert parse_recipe({**recipe, "lowering": {"attention": "tiles"}}, "<recipe>", TARGETS).attention == "tiles"
+    path = tmp_path / "kernel.toml"
+    path.write_text(f'name = "{target}-kernel"\ntarget = "{target}"\n[lowering]\nattention = "kernel"\n')
+    out = tmp_path / "bundle"
+    for ckpt in (tmp_path / "missing.safetensors", tiny_ckpt):
+        args = ["export", str(ckpt), "--target", target, "--recipe", str(path), "-o", str(out)]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 1 and not out.exists()
+        line = result.stderr.strip()
+        assert line.startswith("error: recipe key 'lowering.attention' = 'kernel' calls the custom operator")
+        assert "(only android); choose one of dense, masked, slices, tiles" in line and "\n" not in line

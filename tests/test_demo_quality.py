@@ -30,10 +30,10 @@ BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
 # FLOOR_MARGIN, so float rounding on another machine (a few images flipping) does not fail it, while a broken
 # checkpoint, sampler, text path or decoder does (random weights score 0 under both rules).
 GUARD_PROMPTS = 32
-MEASURED_ON = "0537fe468999"
-MEASURED = {  # r1_d6 and r4_d3: 30 and 21 of 32 prompts pass both rules
-    "full": {"score": 0.9375, "strict_score": 0.9375},
-    "lightest": {"score": 0.65625, "strict_score": 0.65625},
+MEASURED_ON = "2b19dc8ffe8b"
+MEASURED = {  # r1_d6 and r4_d3: 25 and 16 of 32 prompts pass both rules
+    "full": {"score": 0.78125, "strict_score": 0.78125},
+    "lightest": {"score": 0.5, "strict_score": 0.5},
 }
 FLOOR_MARGIN = 0.125  # 4 of 32 prompts
 
@@ -66,6 +66,11 @@ def below_floor(scores: dict[str, dict[str, float]]) -> list[str]:
         for m, floor in rules.items()
         if scores[point][m] < floor
     ]
+
+
+def test_the_floors_were_measured_on_the_embedded_checkpoint():
+    """Installing another checkpoint without re-measuring MEASURED (and the figures in RESULTS) fails here."""
+    assert load_checkpoint(demo_checkpoint_path()).sha256.startswith(MEASURED_ON)
 
 
 def test_the_floors_can_fail():

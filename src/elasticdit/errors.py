@@ -81,6 +81,10 @@ class RecipeError(ElasticDiTError):
     """An unknown or invalid export recipe."""
 
 
+class LoweringUnavailableError(RecipeError):
+    """A recipe's attention lowering calls a custom operator its target's runtime cannot provide."""
+
+
 class BundleError(ElasticDiTError):
     """A bundle is malformed, tampered with, or cannot be written."""
 

@@ -3,7 +3,8 @@
 
 The seed's noise is drawn here exactly as `generation.noise_for` draws it (torch's generator cannot be reproduced
 in C++) and handed to the runner as a .npy file, so both runners start from the same latent and give the same
-image. A `Source`, so `generate_image` (and `evaluate_source`) run it as they run the others.
+image. A step schedule goes to the runner's `--schedule` (`runner_schedule`). A `Source`, so `generate_image` (and
+`evaluate_source`) run it as they run the others.
 """
 
 from __future__ import annotations
@@ -16,6 +17,14 @@ import numpy as np
 
 from .generation import GenerationError, PointInfo, Source, StepCallback, noise_for
 from .schedules import Schedule
+
+
+def runner_schedule(schedule: Schedule, named: dict[str, Schedule]) -> str:
+    """elasticdit-run's `--schedule` for a checked schedule: its manifest name when the bundle names it with the same
+    phases, else `POINT:SHARE,...` with every share written exactly (repr), so both runners cut the steps alike."""
+    if schedule.name and named.get(schedule.name) is not None and named[schedule.name].phases == schedule.phases:
+        return schedule.name
+    return ",".join(f"{p.point}:{p.share!r}" for p in schedule.phases)
 
 
 class AppRunnerSource(Source):
@@ -49,13 +58,10 @@ class AppRunnerSource(Source):
     ):
         from PIL import Image
 
-        if isinstance(op, Schedule):  # generate_image hands over the checked schedule
-            if op.single is None:
-                raise GenerationError(
-                    "a step schedule with --runner native: run `elasticdit-run generate --schedule` directly"
-                )
-            op = op.single
-        point = self.point(op)
+        schedule = op if isinstance(op, Schedule) else None  # generate_image hands over the checked schedule
+        if schedule is not None and schedule.single is not None:
+            schedule, op = None, schedule.single
+        point = self.point(op) if schedule is None else self.point(schedule.points[0])
         steps, guidance = self.settings(steps, guidance)
         shape = [1, *self._entries[point.name].input("latent").shape[1:]]
         with tempfile.TemporaryDirectory(prefix="elasticdit-app-") as tmp:
@@ -65,7 +71,8 @@ class AppRunnerSource(Source):
                 prompt,
                 noise_for(seed, shape).numpy() if initial is None else np.asarray(initial, dtype=np.float32),
                 out,
-                op=point.name,
+                op=point.name if schedule is None else None,
+                schedule=None if schedule is None else runner_schedule(schedule, self.named_schedules),
                 steps=steps,
                 guidance=guidance,
                 threads=self.threads,

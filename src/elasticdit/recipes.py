@@ -16,8 +16,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
 
-from .errors import RecipeError
-from .ssba.lowering import lowering_names
+from .errors import LoweringUnavailableError, RecipeError
+from .ssba.lowering import lowering_custom_ops, lowering_names
 
 
 class RecipeTarget(Protocol):
@@ -27,6 +27,7 @@ class RecipeTarget(Protocol):
     default_recipe: str
     schemes: tuple[str, ...]  # quantization schemes it offers, "none" first
     recipe_defaults: Mapping[str, Any]  # defaults that differ by target, e.g. {"precision": "fp16"}
+    custom_ops: tuple[str, ...]  # custom operators its runtime can provide (lowerings calling others are refused)
 
 
 # section -> key -> (type, allowed values or None)
@@ -151,6 +152,14 @@ def parse_recipe(raw: dict[str, Any], source: str, targets: Mapping[str, RecipeT
     if attention not in lowering_names():
         raise RecipeError(
             f"recipe key 'lowering.attention' = {attention!r} is not one of {', '.join(lowering_names())}"
+        )
+    lacking = [op for op in lowering_custom_ops(attention) if op not in targets[target].custom_ops]
+    if lacking:
+        takers = ", ".join(n for n, t in targets.items() if set(lowering_custom_ops(attention)) <= set(t.custom_ops))
+        stock = ", ".join(n for n in lowering_names() if not lowering_custom_ops(n))
+        raise LoweringUnavailableError(
+            f"recipe key 'lowering.attention' = {attention!r} calls the custom operator {lacking[0]}, which the "
+            f"{target} runtime cannot provide (only {takers or 'no target'}); choose one of {stock}"
         )
     scheme = flat.get("scheme", "none")
     if scheme not in offered:

@@ -84,8 +84,6 @@ def generate(
 
         if resolution:
             raise GenerationError("--resolution with --runner native: elasticdit-run runs the default resolution")
-        if schedule:
-            raise GenerationError("--schedule with --runner native: run elasticdit-run generate --schedule directly")
         src = AppRunnerSource(source, runner, threads)
     total, _ = src.settings(steps, cfg)
     with reporter(total) as report:

@@ -73,7 +73,7 @@ class TrainPlan:
     sandwich: str = "three"
     # the random pick's weight for points of a compression ratio neither the full nor the lightest point has (the
     # others weigh 1): no point of that ratio trains unless picked. 3 since 2026-12-01 (with shared projections it
-    # lifted ratio 2 and the full point; 1, uniform, before: benchmarks/RESULTS.md)
+    # lifted ratio 2 and the full point; 1, uniform, before: docs/demo-training-history.md)
     uncovered_weight: float = 3.0
     # the random pick's weight of named points, in place of the rule above ({"r1_d3": 3.0, ...})
     pick_weights: dict[str, float] = dataclasses.field(default_factory=dict)
@@ -89,7 +89,7 @@ class TrainPlan:
     # "separate": every ratio's patch embedding and output projection are their own parameters; "shared": ratio r's
     # are ratio 1's resized plus a learned difference (shared_projections.py), so ratio 1's gradient every step
     # also trains the ratios the sandwich rule seldom picks; the checkpoint stores plain per-ratio tensors either way.
-    # "shared" since 2026-12-01 (it lifted ratio 2 from 0.08-0.16 to 0.32-0.41: benchmarks/RESULTS.md)
+    # "shared" since 2026-12-01 (it lifted ratio 2 from 0.08-0.16 to 0.32-0.41: docs/demo-training-history.md)
     ratio_projections: str = "shared"
     # in-place distillation (the sandwich rule's companion in slimmable networks): the other points train on the
     # full point's noise and timesteps, towards `distill` x its detached prediction + (1 - distill) x the data's

@@ -74,7 +74,8 @@ def parse_device(spec: str) -> DeviceSpec:
 
 
 def method_entries(manifest: Any, names: list[str] | None) -> list[Any]:
-    """The operating points to measure, in manifest order (all when `names` is None)."""
+    """The operating points to measure: those `names` names, in that order (the report lists --ops first, then the
+    points a schedule adds: tests/test_schedules.py); every point in manifest order when `names` is None or empty."""
     points = manifest.points_at()  # the default resolution's (another resolution is not profiled yet)
     if not names:
         return list(points)

@@ -105,6 +105,8 @@ class Target(ABC):
     runs_without_checkpoint: bool = True  # its host runner needs only the bundle (generate, eval)
     weights_forms: tuple[str, ...] = ("inline",)  # `export --weights`: inline (in the program) or external
     limits: PhoneLimits = PhoneLimits()  # what its artifacts must respect on a phone (none by default)
+    custom_ops: tuple[str, ...] = ()  # custom operators its runtime can be built with (a recipe lowering to others
+    # is refused when it is read: recipes.parse_recipe)
 
     def weight_storage(self, recipe: Recipe) -> WeightStorage:
         """Bytes per element its artifact stores for float tensors and quantized denoise weights under `recipe`

@@ -25,6 +25,7 @@ class AndroidTarget(Target):
     schemes = ("none", "pt2e-int8", "8da4w")
     transports = ("host", "adb", "ssh")
     weights_forms = ("inline", "external")  # external: model.pte + model.ptd (program-data separation)
+    custom_ops = ("elasticdit::ssba_attention",)  # elasticdit's kernels (kernels/native), loaded or linked in
 
     def weight_storage(self, recipe: Recipe) -> WeightStorage:
         if recipe.quantization == "8da4w":  # int4 values + a bf16 scale per group
