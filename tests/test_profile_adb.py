@@ -98,6 +98,8 @@ def test_runner_command_line():
     plain = runner_command("/d", "model.pte", "decode", 1, None, None, drop_flags=frozenset({"cpu_threads"}))
     assert plain == "cd /d && ./executor_runner --model_path=model.pte --method_name=decode --num_executions=1"
     assert "--cpu_threads=-1" in runner_command("/d", "model.pte", "decode", 1, None, None)
+    external = runner_command("/d", "model.pte", "decode", 1, None, None, data="model.ptd")  # --weights external
+    assert external.startswith("cd /d && ./executor_runner --model_path=model.pte --data_path=model.ptd --method_name=")
 
 
 def test_parse_adb_devices_listing():

@@ -84,6 +84,12 @@ struct Reader {
     if (out.file.empty() || out.file.find("..") != std::string::npos || out.file[0] == '/') {
       throw bad(context + " names file '" + out.file + "' outside the bundle");
     }
+    if (entry.contains("data_file") && !entry.at("data_file").is_null()) {
+      out.data_file = str(entry, "data_file", context);
+      if (out.data_file.empty() || out.data_file.find("..") != std::string::npos || out.data_file[0] == '/') {
+        throw bad(context + " names data file '" + out.data_file + "' outside the bundle");
+      }
+    }
     out.inputs = specs(entry, "inputs", context + " " + out.method);
     out.outputs = specs(entry, "outputs", context + " " + out.method);
   }

@@ -57,7 +57,8 @@ LoadTimings Pipeline::load(const std::vector<const MethodEntry*>& methods) {
   for (const MethodEntry* m : methods) {
     if (!programs_.count(m->file)) {
       const double t0 = now_ms();
-      auto program = std::make_unique<Program>(manifest_.path_of(m->file), mode_);
+      const std::string data = m->data_file.empty() ? "" : manifest_.path_of(m->data_file);
+      auto program = std::make_unique<Program>(manifest_.path_of(m->file), data, mode_);
       program->load();
       t.program_ms += now_ms() - t0;
       programs_[m->file] = std::move(program);

@@ -6,6 +6,7 @@
 #include <executorch/extension/tensor/tensor.h>
 
 #include "elasticdit/errors.h"
+#include "elasticdit/files.h"
 #include "elasticdit/platform.h"
 
 namespace elasticdit {
@@ -65,8 +66,16 @@ LoadMode parse_load_mode(const std::string& name) {
   throw Error(ErrorKind::Usage, "--load-mode must be mmap or file, got '" + name + "'");
 }
 
-Program::Program(std::string path, LoadMode mode) : path_(std::move(path)) {
-  module_ = std::make_unique<Module>(path_, mode == LoadMode::Mmap ? Module::LoadMode::Mmap : Module::LoadMode::File);
+Program::Program(std::string path, std::string data_path, LoadMode mode) : path_(std::move(path)) {
+  const auto load_mode = mode == LoadMode::Mmap ? Module::LoadMode::Mmap : Module::LoadMode::File;
+  if (data_path.empty()) {
+    module_ = std::make_unique<Module>(path_, load_mode);
+    return;
+  }
+  if (!is_file(data_path)) {  // ExecuTorch would crash in load_method, not fail
+    throw Error(ErrorKind::Bundle, path_ + " keeps its weights in " + data_path + ", which is missing");
+  }
+  module_ = std::make_unique<Module>(path_, data_path, load_mode);
 }
 
 Program::~Program() = default;

@@ -2,6 +2,11 @@
 
 Loading never unpickles: safetensors is parsed directly, and a `.pt`/`.bin` import goes through
 `torch.load(weights_only=True)`. Every failure is a named `CheckpointError` (or `ConfigError`) subclass.
+
+A `.safetensors` file is memory-mapped (`safe_open`), never read whole into memory: its tensors are views of the
+file's pages (copy-on-write), the header is read on its own and the sha256 is streamed, so loading holds no second
+full copy of the weights; `Checkpoint.models()` builds the networks without weights (parameters on the meta device)
+and assigns them into the networks (float32 tensors as they are).
 """
 
 from __future__ import annotations
@@ -15,8 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as load_safetensors_bytes
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as save_safetensors_bytes
 
 from .config import METADATA_KEY, ModelConfig, check_resolution
@@ -51,7 +55,12 @@ class Checkpoint:
 
     def models(self) -> Models:
         """The networks with these weights, in eval mode, float32."""
-        models = build_models(self.cfg)
+        from accelerate import init_empty_weights
+
+        # parameters on the meta device until the checkpoint's tensors are assigned: building the networks
+        # allocates no weights of its own (buffers, which the code computes, are built as usual)
+        with init_empty_weights(include_buffers=False):
+            models = build_models(self.cfg)
         models.load_state_dict({k: v.float() for k, v in self.tensors.items()})
         if hasattr(models.text_encoder, "load_tokenizers"):
             models.text_encoder.load_tokenizers(self.files)
@@ -86,15 +95,25 @@ def load_checkpoint(path: str | Path, resolution: tuple[int, int] | None = None)
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.suffix in (".pt", ".bin", ".pth"):
         cfg, tensors, data = _read_torch_file(path)
+        files: dict[str, str] = {}
+        sha256 = hashlib.sha256(data).hexdigest()
     else:
-        data = path.read_bytes()
-        cfg, tensors = _read_safetensors(data, path)
-    files = _stored_files(data, path) if path.suffix not in (".pt", ".bin", ".pth") else {}
+        cfg, tensors, head = _read_safetensors(path)
+        files = _stored_files(head, path)
+        sha256 = _sha256_of(path)
     _check_tensors(cfg, {k: (v.shape, v.dtype) for k, v in tensors.items()})
     _check_finite(tensors)
     _check_files(cfg, files)
     check_resolution(cfg, resolution or cfg.resolution)
-    return Checkpoint(path, cfg, tensors, hashlib.sha256(data).hexdigest(), files)
+    return Checkpoint(path, cfg, tensors, sha256, files)
+
+
+def _sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _stored_files(data: bytes, path: Path) -> dict[str, str]:
@@ -134,10 +153,15 @@ def _parse_header(data: bytes, size: int, path: Path) -> dict:
     return header
 
 
-def _read_safetensors(data: bytes, path: Path) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
-    header = _parse_header(data, len(data), path)
-    n = struct.unpack("<Q", data[:8])[0]
-    body = len(data) - 8 - n
+def _read_safetensors(path: Path) -> tuple[ModelConfig, dict[str, torch.Tensor], bytes]:
+    """The config, the tensors (memory-mapped) and the header's bytes."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(8)
+        n = _header_length(head, size, path)
+        data = head + f.read(n)  # the header alone: the tensors are memory-mapped below
+    header = _parse_header(data, size, path)
+    body = size - 8 - n
     end = 0
     for name, info in header.items():
         if name == "__metadata__":
@@ -153,10 +177,11 @@ def _read_safetensors(data: bytes, path: Path) -> tuple[ModelConfig, dict[str, t
         if name != "__metadata__" and info.get("dtype") not in FLOAT_DTYPES:
             raise DtypeError(f"tensor '{name}' has dtype {info.get('dtype')}; weights must be F32, F16 or BF16")
     try:
-        tensors = load_safetensors_bytes(data)
-    except (SafetensorError, ValueError, RuntimeError) as exc:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
+    except (SafetensorError, ValueError, RuntimeError, OSError) as exc:
         raise NotSafetensorsError(f"{path} is not a valid safetensors file: {str(exc).splitlines()[0]}") from None
-    return cfg, tensors
+    return cfg, tensors, data
 
 
 def _config_from_metadata(metadata: object, path: Path) -> ModelConfig:

@@ -93,8 +93,16 @@ class BundlePathError(BundleError):
     """A manifest names a path outside its bundle (absolute, '..', a link out) or a method file it does not hash."""
 
 
+class ExternalWeightsError(BundleError):
+    """A program's external weights file (`.ptd`) is missing, altered, or not the one it was exported with."""
+
+
 class ExportError(ElasticDiTError):
     """Lowering or serialising an operating point failed."""
+
+
+class PhoneLimitError(ExportError):
+    """A recipe's artifact would break a phone's limit (one weight file's size, one function's weights)."""
 
 
 class DenseAttentionError(ExportError):

@@ -12,18 +12,19 @@ from .bundle.manifest import Manifest, MethodEntry, PointEntry, TextEncoderEntry
 from .bundle.tokenizers import sd3_tokenizer
 from .bundle.writer import BundleWriter
 from .checkpoint import Checkpoint, load_checkpoint
-from .errors import DenseAttentionError, ExportError
+from .errors import DenseAttentionError, ExportError, PhoneLimitError
+from .footprint import Footprint, PhoneLimits, over_limits, point_key, weight_plan
 from .inspection import count_cost, ssba_stats
 from .lowering import lower
 from .operating_points import OperatingPoint, full_point, operating_points, select
 from .progress import reporter
 from .quiet import silence_library_noise
-from .recipes import Recipe, load_recipe
+from .recipes import Recipe, load_recipe, packaged_recipes
 from .schedules import Schedule, check, parse_named_all
 from .slicing import ExportUnit, export_units
 from .specs import MethodKind
 from .ssba.lowering import lowering_names
-from .targets import TARGETS, Artifact, get_target
+from .targets import TARGETS, Artifact, Target, get_target
 
 
 @dataclass
@@ -36,9 +37,44 @@ class ExportRequest:
     resolution: tuple[int, int] | None = None
     resolutions: list[tuple[int, int]] | None = None  # several, the first the default (wins over `resolution`)
     cfg_batch: bool = False
+    weights: str = "inline"  # "inline" | "external" (a target's `weights_forms`)
     force: bool = False
     progress: bool | None = None
     schedules: list[str] = field(default_factory=list)  # NAME=SPEC, recorded in the manifest for apps
+    limits: PhoneLimits | None = None  # the target's phone limits unless given (tests pass small ones)
+
+
+def check_phone_limits(
+    target: Target,
+    recipe: Recipe,
+    cfg: Any,
+    points: list[OperatingPoint],
+    resolutions: list[tuple[int, int]],
+    limits: PhoneLimits,
+) -> Footprint:
+    """The recipe's planned footprint, or a `PhoneLimitError` (before any work) naming what breaks the target's
+    limits and the packaged recipes of this target that would fit."""
+    plan = weight_plan(cfg, points, resolutions)
+    fp = plan.footprint(target.weight_storage(recipe))
+    problems = over_limits(fp, limits)
+    if not problems:
+        return fp
+    fitting = []
+    for name, path in packaged_recipes().items():
+        if path.parent.parent.name != target.name or name == recipe.name:
+            continue
+        other = load_recipe(name, target, TARGETS)
+        if not over_limits(plan.footprint(target.weight_storage(other)), limits):
+            fitting.append(other.name)
+    hint = (
+        f"recipes that fit: {', '.join(fitting)}"
+        if fitting
+        else f"no {target.name} recipe fits these operating points: export fewer or lighter ones (--ops)"
+    )
+    raise PhoneLimitError(
+        f"recipe {recipe.name} would put {'; '.join(problems)}; {hint} (splitting the transformer into block-range "
+        "packages is not done yet)"
+    )
 
 
 def point_entry(ck: Checkpoint, unit: ExportUnit) -> PointEntry:
@@ -95,7 +131,14 @@ def build_manifest(
 
     def entry(unit: ExportUnit) -> dict[str, Any]:
         a = by_method[unit.method]
-        doc = {"kind": unit.kind, "method": unit.method, "file": a.file, "inputs": a.inputs, "outputs": a.outputs}
+        doc = {
+            "kind": unit.kind,
+            "method": unit.method,
+            "file": a.file,
+            "data_file": a.data_file,
+            "inputs": a.inputs,
+            "outputs": a.outputs,
+        }
         return doc if unit.kind == MethodKind.ENCODE_TEXT else {**doc, "resolution": unit.resolution}
 
     decoders = [MethodEntry(**entry(u)) for u in units if u.kind == MethodKind.DECODE]
@@ -122,7 +165,11 @@ def build_manifest(
         cfg_batch=req.cfg_batch,
         default_operating_point=full_point(cfg).name if full_point(cfg) in points else points[0].name,
         operating_points=[
-            replace(e, file=a.file, inputs=a.inputs, outputs=a.outputs) for e in entries for a in [by_method[e.method]]
+            replace(
+                e, file=a.file, data_file=a.data_file, inputs=a.inputs, outputs=a.outputs, arena_bytes=a.arena_bytes
+            )
+            for e in entries
+            for a in [by_method[e.method]]
         ],
         decoder=decoders[0] if decoders else None,
         decoders=decoders[1:],
@@ -183,6 +230,11 @@ def export_bundle(req: ExportRequest) -> dict[str, Any]:
     """Write the bundle; returns a summary (bundle path, files, per-operating-point status)."""
     silence_library_noise()
     target = get_target(req.target)
+    if req.weights not in target.weights_forms:
+        raise ExportError(
+            f"--weights {req.weights} is not offered for {req.target} bundles; "
+            f"choose {' or '.join(target.weights_forms)}"
+        )
     recipe = load_recipe(req.recipe, target, TARGETS)
     resolutions = list(req.resolutions or ([req.resolution] if req.resolution else []))
     ck = load_checkpoint(req.checkpoint, resolutions[0] if resolutions else None)
@@ -191,6 +243,8 @@ def export_bundle(req: ExportRequest) -> dict[str, Any]:
     points = select(ck.cfg, req.ops or list(recipe.operating_points))
     for resolution in resolutions:
         refuse_dense_on_ssba(ck, recipe, points, resolution)
+    limits = req.limits if req.limits is not None else target.limits
+    planned = check_phone_limits(target, recipe, ck.cfg, points, resolutions, limits)  # before any work
     schedules = checked_schedules(req.schedules, ck, points, resolutions)
     models = ck.models()
     batch = 2 if req.cfg_batch else 1
@@ -203,9 +257,14 @@ def export_bundle(req: ExportRequest) -> dict[str, Any]:
         return denoise_samples(models, unit.point, unit.resolution, recipe.calibration_samples, batch)
 
     with BundleWriter(req.output, req.force) as writer, reporter(len(units) + 2, req.progress) as report:
-        entries = [point_entry(ck, u) for u in units if u.kind == MethodKind.DENOISE]  # before lowering
+        default = resolutions[0]
+        entries = [  # costs counted before lowering (lowering.py, "Order")
+            replace(point_entry(ck, u), weight_bytes=planned.points[point_key(u.point.name, u.resolution, default)])
+            for u in units
+            if u.kind == MethodKind.DENOISE and u.point is not None and u.resolution is not None
+        ]
         lowered = lower(models, units, recipe, target.formulation, calibration, report)
-        artifacts = target.write(lowered, recipe, writer.root, report)
+        artifacts = target.write(lowered, recipe, writer.root, report, weights=req.weights)
         report.stage("writing the manifest")
         tokenizer, tokenizer_files = text_tokenizer(ck, units)
         for rel, text in tokenizer_files.items():

@@ -9,6 +9,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .config import ModelConfig, check_resolution
+from .footprint import WeightStorage, weight_plan
 from .model.pipeline import Models
 from .operating_points import OperatingPoint, operating_points
 from .ssba.pattern import block_is_shifted, compile_pattern
@@ -48,6 +49,7 @@ class PointReport:
     attention: str
     ssba: SSBAStats | None
     activation_mb: float
+    weight_bytes: int = 0  # planned resident weight bytes of its function in the storage given (footprint.py)
 
 
 def ssba_stats(cfg: ModelConfig, point: OperatingPoint, resolution: tuple[int, int]) -> SSBAStats | None:
@@ -110,11 +112,19 @@ def activation_mb(cfg: ModelConfig, point: OperatingPoint, resolution: tuple[int
     return floats * 4 / 2**20
 
 
-def inspect_models(models: Models, resolution: tuple[int, int] | None = None, attention: str | None = None) -> dict:
+def inspect_models(
+    models: Models,
+    resolution: tuple[int, int] | None = None,
+    attention: str | None = None,
+    storage: WeightStorage | None = None,
+) -> dict:
+    """`storage`: how the weights are stored for the resident weight bytes (default float32, nothing quantized;
+    the CLI passes a recipe's)."""
     cfg = models.cfg
     resolution = resolution or cfg.resolution
     check_resolution(cfg, resolution)
     attention = attention or DEFAULT_ATTENTION
+    planned = weight_plan(cfg, list(operating_points(cfg)), resolution).footprint(storage or WeightStorage())
     device = next(models.transformer.parameters()).device.type
     points = []
     for point in operating_points(cfg):
@@ -139,6 +149,7 @@ def inspect_models(models: Models, resolution: tuple[int, int] | None = None, at
                 attention=attention if cfg.ssba.enabled else "dense",
                 ssba=ssba_stats(cfg, point, resolution),
                 activation_mb=activation_mb(cfg, point, resolution),
+                weight_bytes=planned.points[point.name],
             )
         )
     parts = {
@@ -152,6 +163,11 @@ def inspect_models(models: Models, resolution: tuple[int, int] | None = None, at
         "depths": {k: list(v) for k, v in cfg.elastic.depths.items()},
         "parameters": parts,
         "operating_points": [asdict(p) for p in points],
+        "weights": {
+            "storage": asdict(storage or WeightStorage()),
+            "bundle_bytes": planned.total,  # every point's weights once, plus decode's and encode_text's
+            "methods": planned.others,
+        },
         "totals": {
             "operating_points": len(points),
             "parameters": sum(parts.values()),

@@ -9,6 +9,11 @@ the profile (`profile --schedule`). Among those that fit, the best is the one wi
 every candidate has one (from the profile's `--quality` or plan's own `--quality`), else the one with the most
 GFLOPs per step (more compute is the better-quality proxy across an elastic model's ratios and depths); ties go to
 the faster candidate.
+
+Memory: a candidate whose measured peak (or, for a point the profile measured no peak of, its planned memory
+from the bundle's manifest: resident weight bytes + the planned activation arena) passes the budget
+(`--memory-mb`, or the `--device` profile's app memory) is excluded; a schedule without a measured peak is
+excluded when one of its points' planned memory passes the budget (a lower bound of what it keeps resident).
 """
 
 from __future__ import annotations
@@ -36,6 +41,15 @@ def load_results(path: str | Path) -> dict[str, Any]:
         if "name" not in p or not isinstance((p.get("denoise_ms") or {}).get("median"), int | float):
             raise ProfileError(f"{path}: an operating point lacks name or denoise_ms.median")
     return doc
+
+
+def planned_mb(point: dict[str, Any]) -> float | None:
+    """A point's planned memory from its bundle's manifest (resident weights + the planned activation arena),
+    for a profile that measured no peak; None when the bundle states no weight bytes."""
+    weights = point.get("weight_bytes")
+    if not weights:
+        return None
+    return round((weights + (point.get("arena_bytes") or 0)) / 2**20, 2)
 
 
 def _schedule(row: Any, where: str) -> Schedule:
@@ -94,30 +108,35 @@ def plan(
     for p in points:
         text = (p.get("text_encoder_ms") or {}).get("median")
         decode = (p.get("decode_ms") or {}).get("median")
-        rows.append(
-            {
-                "name": p["name"],
-                "kind": "point",
-                "e2e_ms": e2e_ms(p["denoise_ms"]["median"], steps, calls, text, decode),
-                "denoise_ms": p["denoise_ms"]["median"],
-                "peak_memory_mb": p.get("peak_memory_mb"),
-                "gflops": p.get("gflops"),
-                "score": scores.get(p["name"]),
-            }
-        )
+        row = {
+            "name": p["name"],
+            "kind": "point",
+            "e2e_ms": e2e_ms(p["denoise_ms"]["median"], steps, calls, text, decode),
+            "denoise_ms": p["denoise_ms"]["median"],
+            "peak_memory_mb": p.get("peak_memory_mb"),
+            "gflops": p.get("gflops"),
+            "score": scores.get(p["name"]),
+        }
+        planned = planned_mb(p)
+        if planned is not None:  # a bundle that states its weight bytes
+            row["planned_memory_mb"] = planned
+        rows.append(row)
     rows += schedule_rows(results, steps, calls, schedules or [])
     by_score = bool(rows) and all(r["score"] is not None for r in rows)
 
     fits, rejected = [], []
     for row in rows:
+        measured = row["peak_memory_mb"] is not None
+        resident = row["peak_memory_mb"] if measured else row.get("planned_memory_mb")
         if row.get("reason"):
             rejected.append(row)
         elif row["e2e_ms"] > budget_ms:
             rejected.append({**row, "reason": f"{row['e2e_ms']:.1f} ms > {budget_ms:g} ms"})
-        elif memory_mb is not None and row["peak_memory_mb"] is not None and row["peak_memory_mb"] > memory_mb:
-            rejected.append({**row, "reason": f"{row['peak_memory_mb']:.0f} MB > {memory_mb:g} MB"})
-        else:
-            row["memory_checked"] = memory_mb is None or row["peak_memory_mb"] is not None
+        elif memory_mb is not None and resident is not None and resident > memory_mb:
+            basis = "" if measured else " planned (weights + arena)"
+            rejected.append({**row, "reason": f"{resident:.0f} MB{basis} > {memory_mb:g} MB"})
+        else:  # a schedule's planned memory is a lower bound: only a measured peak checks it
+            row["memory_checked"] = memory_mb is None or measured or (row["kind"] == "point" and resident is not None)
             fits.append(row)
     key = "score" if by_score else "gflops"
     fits.sort(key=lambda r: (-(r[key] or 0.0), r["e2e_ms"]))
@@ -195,6 +214,9 @@ def schedule_rows(
         medians = {p: by_point[p]["denoise_ms"]["median"] for p in schedule.points}
         row["e2e_ms"] = schedule_e2e_ms(counts, calls, medians, text, decode)
         row["gflops"] = round(sum((by_point[p].get("gflops") or 0.0) * n for p, n in counts.items()) / steps, 6)
+        planned = [m for p in schedule.points if (m := planned_mb(by_point[p])) is not None]
+        if planned:  # the largest of its points': a lower bound of what the schedule keeps resident
+            row["planned_memory_mb"] = max(planned)
         if measured.get("measured_e2e_ms") and int(results["settings"]["steps"]) == steps:
             row["measured_e2e_ms"] = measured["measured_e2e_ms"]["median"]
         out.append(row)

@@ -23,6 +23,7 @@ struct TensorSpec {
 struct MethodEntry {
   std::string method;
   std::string file;
+  std::string data_file;  // the program's external weights (.ptd, `export --weights external`); empty: inline
   std::vector<TensorSpec> inputs;
   std::vector<TensorSpec> outputs;
 

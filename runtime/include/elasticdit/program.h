@@ -1,5 +1,6 @@
 // One ExecuTorch program (.pte) behind executorch::extension::Module: load it and its methods, check each
-// method's signature against the manifest, run methods on host tensors (outputs copied out).
+// method's signature against the manifest, run methods on host tensors (outputs copied out). A program exported
+// with external weights is loaded together with its .ptd (never without: ExecuTorch 1.5.1 crashes then).
 #pragma once
 
 #include <memory>
@@ -20,7 +21,9 @@ LoadMode parse_load_mode(const std::string& name);  // "mmap" | "file", Error(Us
 
 class Program {
  public:
-  Program(std::string path, LoadMode mode);
+  // data_path: the program's external weights file (.ptd), empty for a program holding its weights;
+  // Error(Bundle) when it is named but absent
+  Program(std::string path, std::string data_path, LoadMode mode);
   ~Program();
   Program(const Program&) = delete;
   Program& operator=(const Program&) = delete;

@@ -99,6 +99,13 @@ def check_paths(bundle: str | Path, doc: dict[str, Any]) -> None:
             raise BundlePathError(
                 f"method {entry.get('method')!r} runs {file!r}, which the manifest's hashed file list does not hold"
             )
+        if entry.get("data_file") is not None:
+            data = _confined(bundle, entry["data_file"], f"method {entry.get('method')!r} data file")
+            if data not in listed:
+                raise BundlePathError(
+                    f"method {entry.get('method')!r} loads weights from {data!r}, which the manifest's hashed file "
+                    "list does not hold"
+                )
 
 
 def check_files(bundle: str | Path, doc: dict[str, Any]) -> list[dict[str, Any]]:

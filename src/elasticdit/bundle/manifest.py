@@ -39,6 +39,7 @@ def _decoder(doc: dict[str, Any]) -> MethodEntry:
         kind=MethodKind.DECODE,
         method=doc["method"],
         file=doc["file"],
+        data_file=doc.get("data_file"),
         inputs=_specs(doc["inputs"]),
         outputs=_specs(doc["outputs"]),
         resolution=_resolution(doc.get("resolution")),
@@ -55,9 +56,12 @@ class MethodEntry:
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     resolution: tuple[int, int] | None = None  # denoise and decode: the image size the method is fixed to
+    data_file: str | None = None  # the weights file the program loads beside it (`--weights external`)
 
     def to_dict(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"method": self.method, "file": self.file}
+        if self.data_file:  # only when external: inline manifests stay as they were
+            doc["data_file"] = self.data_file
         if self.resolution is not None:
             doc["resolution"] = list(self.resolution)
         return {**doc, "inputs": [s.to_dict() for s in self.inputs], "outputs": [s.to_dict() for s in self.outputs]}
@@ -82,6 +86,8 @@ class PointEntry(MethodEntry):
     gflops: float = 0.0
     ssba_sparsity: float = 0.0  # joint-sequence sparsity averaged over the layers (docs/design.md, "SSBA")
     ssba_image_sparsity: float = 0.0
+    weight_bytes: int = 0  # planned resident weight bytes of this method in the bundle's storage (footprint.py)
+    arena_bytes: int | None = None  # the activation arena the runtime plans for it, where the target knows it
 
     @property
     def point(self) -> OperatingPoint:
@@ -101,10 +107,13 @@ class PointEntry(MethodEntry):
             **({"resolution": method["resolution"]} if "resolution" in method else {}),
             "method": method["method"],
             "file": method["file"],
+            **({"data_file": method["data_file"]} if "data_file" in method else {}),
             "tokens": self.tokens,
             "gflops": self.gflops,
             "ssba_sparsity": self.ssba_sparsity,
             "ssba_image_sparsity": self.ssba_image_sparsity,
+            "weight_bytes": self.weight_bytes,
+            "arena_bytes": self.arena_bytes,
             "inputs": method["inputs"],
             "outputs": method["outputs"],
         }
@@ -229,6 +238,7 @@ class Manifest:
                 PointEntry(
                     method=p["method"],
                     file=p["file"],
+                    data_file=p.get("data_file"),
                     inputs=_specs(p["inputs"]),
                     outputs=_specs(p["outputs"]),
                     name=p["name"],
@@ -240,6 +250,8 @@ class Manifest:
                     ssba_sparsity=p.get("ssba_sparsity", 0.0),
                     ssba_image_sparsity=p.get("ssba_image_sparsity", 0.0),
                     resolution=_resolution(p.get("resolution")),
+                    weight_bytes=int(p.get("weight_bytes") or 0),
+                    arena_bytes=p.get("arena_bytes"),
                 )
                 for p in doc["operating_points"]
             ]
@@ -251,6 +263,7 @@ class Manifest:
                 TextEncoderEntry(
                     method=te["method"],
                     file=te["file"],
+                    data_file=te.get("data_file"),
                     inputs=_specs(te["inputs"]),
                     outputs=_specs(te["outputs"]),
                     tokenizer=te.get("tokenizer"),

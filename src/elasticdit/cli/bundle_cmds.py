@@ -44,6 +44,13 @@ def export(
     ] = None,
     resolution: ResolutionsOpt = None,
     cfg: Annotated[bool, typer.Option("--cfg", help="Batch 2 denoise methods for classifier-free guidance.")] = False,
+    weights: Annotated[
+        str,
+        typer.Option(
+            help="inline: weights inside the program; external (android): model.pte + model.ptd, the weights in "
+            "their own file (ExecuTorch program-data separation)."
+        ),
+    ] = "inline",
     force: Annotated[bool, typer.Option("--force", help="Replace an existing bundle folder.")] = False,
     schedule: Annotated[
         list[str] | None,
@@ -68,6 +75,7 @@ def export(
         ops=[o.strip() for o in ops.split(",") if o.strip()] if ops else None,
         resolutions=[parse_resolution(r) for r in resolution] if resolution else None,
         cfg_batch=cfg,
+        weights=weights,
         force=force,
         schedules=list(schedule or []),
     )

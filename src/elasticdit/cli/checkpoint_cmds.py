@@ -44,13 +44,31 @@ def inspect(
     attention: Annotated[
         str | None, typer.Option(help="Attention lowering to count FLOPs with (default: the Android export's).")
     ] = None,
+    recipe: Annotated[
+        str | None,
+        typer.Option(help="Count resident weight bytes as this recipe stores them (default: float32, unquantized)."),
+    ] = None,
+    target: Annotated[
+        str | None, typer.Option(help="The target of --recipe (default: the packaged recipe's own).")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Elastic space, parameters, per-operating-point tokens, GFLOPs, SSBA sparsity and memory."""
     from ..inspection import inspect_models
+    from ..targets import get_target, target_recipe
 
     path = checkpoint or default_checkpoint()
-    report = inspect_models(_load_for_inspect(path, resolution), resolution, attention)
+    storage = None
+    if recipe:
+        from ..recipes import packaged_recipes
+
+        known = packaged_recipes()
+        name = target or (known[recipe].parent.parent.name if recipe in known else None)
+        if name is None:
+            raise typer.BadParameter("--recipe PATH.toml needs --target")
+        storage = get_target(name).weight_storage(target_recipe(recipe, name))
+    report = inspect_models(_load_for_inspect(path, resolution), resolution, attention, storage)
+    report["recipe"] = recipe
     report["checkpoint"] = str(path)
     if as_json:
         print_json(report)
@@ -76,6 +94,7 @@ def inspect(
         "img sparse",
         "joint sparse",
         "act MB",
+        "weights MB",
     ):
         table.add_column(col, justify="left" if col == "point" else "right", no_wrap=True)
     for p in report["operating_points"]:
@@ -94,6 +113,7 @@ def inspect(
             f"{s['image_sparsity']:.1%}" if s else "-",
             f"{s['joint_sparsity']:.1%}" if s else "-",
             f"{p['activation_mb']:.1f}",
+            f"{p['weight_bytes'] / 2**20:.1f}",
         )
     out.print(table)
     t = report["totals"]

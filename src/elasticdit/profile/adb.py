@@ -253,7 +253,15 @@ class AdbSession:
     def invoke(self, entry: Any, executions: int, etdump: str | None, time_v: bool) -> RunnerLog:
         for _ in range(4):  # drop flags an older runner does not know (one per retry)
             cmd = runner_command(
-                self.workdir, entry.file, entry.method, executions, self.threads, etdump, time_v, self.drop_flags
+                self.workdir,
+                entry.file,
+                entry.method,
+                executions,
+                self.threads,
+                etdump,
+                time_v,
+                self.drop_flags,
+                entry.data_file,
             )
             done = self.adb.shell(cmd, check=False, timeout=self.timeout)
             text = done.stdout + "\n" + done.stderr
@@ -353,7 +361,7 @@ def measure(
     yield {"event": "device", "device": device_info(adb, dev, threads)}
     session = AdbSession(adb, runner, threads, timeout)
     aux = [e for e in (manifest.text_encoder, manifest.decoder) if e is not None]
-    files = sorted({p.file for p in points} | {e.file for e in aux})
+    files = sorted({f for e in [*points, *aux] for f in (e.file, e.data_file) if f})
     try:
         session.setup(bundle, files)
         aux_rss = []

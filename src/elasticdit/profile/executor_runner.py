@@ -94,10 +94,13 @@ def runner_command(
     etdump: str | None,
     time_v: bool = False,
     drop_flags: frozenset[str] = frozenset(),
+    data: str | None = None,
 ) -> str:
-    """The device shell command line for one executor_runner invocation."""
+    """The device shell command line for one executor_runner invocation (`data`: the program's `.ptd`, when its
+    weights are external)."""
     flags = {
         "model_path": model,
+        "data_path": data,
         "method_name": method,
         "num_executions": str(executions),
         "cpu_threads": str(threads if threads else -1),  # -1: the runner picks the performant cores

@@ -79,6 +79,8 @@ def build_report(
             "method": p.method,
             "tokens": p.tokens,
             "gflops": p.gflops,
+            "weight_bytes": p.weight_bytes,  # planned (manifest): what plan uses when no peak was measured
+            "arena_bytes": p.arena_bytes,
             "load_ms": _load(e),
             "denoise_ms": denoise,
             "denoise_cpu_ms": summarize(e["cpu_ms"]) if e.get("cpu_ms") else None,

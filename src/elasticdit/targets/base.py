@@ -14,9 +14,9 @@ A target (`android`: ExecuTorch + XNNPACK, `ios`: Core ML, `onnx`: ONNX Runtime)
 The seams later work fills in per target, each with a default here: `reference` (a same-numerics reference for
 `verify`: the quantized model itself), `runtime_ops` (custom operators the runtime must provide, e.g. an SSBA
 kernel), `app_runner` (the native app-side pipeline that runs its bundles: `elasticdit-run` for ExecuTorch
-programs), and extra files beside the program (external weights: every file the target writes into the folder is
-hashed into the manifest's `files`, `Artifact.file` names the one a method is loaded from). docs/design.md lists
-what a new target implements.
+programs), and extra files beside the program (external weights, `weights_forms`: every file the target writes
+into the folder is hashed into the manifest's `files`, `Artifact.file` names the one a method is loaded from and
+`Artifact.data_file` the weights file it needs beside it). docs/design.md lists what a new target implements.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
+from ..footprint import PhoneLimits, WeightStorage
 from ..lowering import Formulation
 from ..specs import TensorSpec
 
@@ -52,6 +53,8 @@ class Artifact:
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     report: dict[str, Any] = field(default_factory=dict)
+    data_file: str | None = None  # the weights file the program loads beside it (`--weights external`), if any
+    arena_bytes: int | None = None  # the activation memory the runtime plans for the method, where known
     runtime_ops: tuple[str, ...] = ()  # operators it calls that a stock runtime lacks (Target.runtime_ops)
 
 
@@ -100,12 +103,22 @@ class Target(ABC):
     formulation: Formulation = Formulation()
     transports: tuple[str, ...] = ("host",)  # `--device` kinds that run its bundles
     runs_without_checkpoint: bool = True  # its host runner needs only the bundle (generate, eval)
+    weights_forms: tuple[str, ...] = ("inline",)  # `export --weights`: inline (in the program) or external
+    limits: PhoneLimits = PhoneLimits()  # what its artifacts must respect on a phone (none by default)
     custom_ops: tuple[str, ...] = ()  # custom operators its runtime can be built with (a recipe lowering to others
     # is refused when it is read: recipes.parse_recipe)
 
+    def weight_storage(self, recipe: Recipe) -> WeightStorage:
+        """Bytes per element its artifact stores for float tensors and quantized denoise weights under `recipe`
+        (the planned footprint: `footprint.py`); float32 and nothing quantized by default."""
+        return WeightStorage()
+
     @abstractmethod
-    def write(self, lowered: list[LoweredUnit], recipe: Recipe, folder: Path, report: Reporter) -> list[Artifact]:
-        """Write the artifact(s) into `folder`; one Artifact per lowered unit, in their order."""
+    def write(
+        self, lowered: list[LoweredUnit], recipe: Recipe, folder: Path, report: Reporter, weights: str = "inline"
+    ) -> list[Artifact]:
+        """Write the artifact(s) into `folder`; one Artifact per lowered unit, in their order. `weights` is one
+        of `weights_forms`."""
 
     @abstractmethod
     def host_runner(
@@ -149,6 +162,7 @@ class Target(ABC):
         import tempfile
         from types import SimpleNamespace
 
+        from ..bundle.files import file_entries
         from ..bundle.manifest import MethodEntry
         from ..calibration import denoise_samples
         from ..lowering import lower
@@ -166,9 +180,20 @@ class Target(ABC):
                 lowered = lower(models, [unit], recipe, self.formulation, calibration, report)
                 (artifact,) = self.write(lowered, recipe, folder, report)
             entry = MethodEntry(
-                kind=unit.kind, method=unit.method, file=artifact.file, inputs=artifact.inputs, outputs=artifact.outputs
+                kind=unit.kind,
+                method=unit.method,
+                file=artifact.file,
+                inputs=artifact.inputs,
+                outputs=artifact.outputs,
+                data_file=artifact.data_file,
             )
-            manifest: Any = SimpleNamespace(methods=lambda: [entry], runtime_ops=artifact.runtime_ops)
+            # what a host runner reads of a manifest: its methods, runtime_ops, and the hashed files (a data_file
+            # is checked against them)
+            manifest: Any = SimpleNamespace(
+                methods=lambda: [entry],
+                runtime_ops=list(artifact.runtime_ops),
+                files=file_entries(folder) if artifact.data_file else [],
+            )
             runner = self.host_runner(folder, manifest, None, models)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)

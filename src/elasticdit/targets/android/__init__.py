@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ...footprint import WeightStorage
 from ..base import AppRunner, Artifact, HostRunner, ProfileBackend, Reference, Target
 
 if TYPE_CHECKING:
@@ -23,24 +24,34 @@ class AndroidTarget(Target):
     default_recipe = "android-fp32"
     schemes = ("none", "pt2e-int8", "8da4w")
     transports = ("host", "adb", "ssh")
+    weights_forms = ("inline", "external")  # external: model.pte + model.ptd (program-data separation)
     custom_ops = ("elasticdit::ssba_attention",)  # elasticdit's kernels (kernels/native), loaded or linked in
 
-    def write(self, lowered: list[LoweredUnit], recipe: Recipe, folder: Path, report: Reporter) -> list[Artifact]:
+    def weight_storage(self, recipe: Recipe) -> WeightStorage:
+        if recipe.quantization == "8da4w":  # int4 values + a bf16 scale per group
+            return WeightStorage(4.0, 0.5 + 2.0 / recipe.group_size)
+        if recipe.quantization == "pt2e-int8":  # int8 values, a scale per output channel
+            return WeightStorage(4.0, 1.0)
+        return WeightStorage()
+
+    def write(
+        self, lowered: list[LoweredUnit], recipe: Recipe, folder: Path, report: Reporter, weights: str = "inline"
+    ) -> list[Artifact]:
         from .export import write_program
 
-        return write_program(lowered, folder, report)
+        return write_program(lowered, folder, report, external=weights == "external")
 
     def host_runner(
         self, bundle: Path, manifest: Manifest, threads: int | None = None, models: Models | None = None
     ) -> HostRunner:
         from .runtime import ExecuTorchRunner
 
-        return ExecuTorchRunner(bundle, threads, manifest.runtime_ops)
+        return ExecuTorchRunner(bundle, threads, manifest)
 
     def profile_backend(self, bundle: Path, manifest: Manifest, threads: int | None) -> ProfileBackend:
         from .profile import ExecuTorchHost
 
-        return ExecuTorchHost(bundle, threads, manifest.runtime_ops)
+        return ExecuTorchHost(bundle, threads, manifest)
 
     def reference(self, models: Models, recipe: Recipe, unit: ExportUnit) -> Reference | None:
         """For the denoise methods of a quantized recipe, the quantized model itself: the checkpoint's unit

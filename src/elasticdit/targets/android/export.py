@@ -1,5 +1,14 @@
 """Writing the Android artifact: every lowered program as a method of one ExecuTorch program, lowered to XNNPACK
-with `to_edge_transform_and_lower`; constants of equal content are stored once."""
+with `to_edge_transform_and_lower`; constants of equal content are stored once.
+
+External weights (`export --weights external`) use ExecuTorch's program-data separation: every weight placeholder
+is tagged before lowering (`node.meta["custom"]["delegate_constant_tag"]`, which XNNPACK's serializer reads to put
+the packed constant in its named data under that tag instead of in the delegate blob). Everything tagged lands in
+one `model.ptd` (FlatTensor), each constant once by content (XNNPACK keys its named data by sha256), whichever
+methods use it; `model.pte` keeps the program and names the data it needs by key. Constants left outside the
+delegate (the `tiles` core's gather indices, the text encoder's token table) stay in `model.pte`: ExecuTorch keys
+external non-delegated constants by their name, and two methods' constants of one name but different shapes
+(each point's gather indices) would collide in one data file (the method then fails to load, InvalidExternalData)."""
 
 from __future__ import annotations
 
@@ -16,6 +25,8 @@ from ...quiet import silence_library_noise
 from ..base import Artifact
 
 PTE = "model.pte"
+DATA_TAG = "model"  # the external data's tag: ExecuTorch writes it as `model.ptd`
+PTD = f"{DATA_TAG}.ptd"
 # The operator namespaces every ExecuTorch runtime registers: its portable (and optimized) kernels and its
 # primitive ops. An op of any other namespace outside the delegates comes from a kernel library the app's
 # runtime must link (elasticdit's SSBA kernel, ExecuTorch's quantized or LLM kernels): a runtime op.
@@ -54,6 +65,25 @@ def delegation_of(graph_module: torch.fx.GraphModule) -> Delegation:
     )
 
 
+def planned_arenas(program) -> dict[str, int]:
+    """Per method, the bytes of the memory-planned buffers the runtime allocates to run it (the ExecuTorch
+    program's `non_const_buffer_sizes`; index 0 is reserved). XNNPACK's own scratch and packed weights are not
+    in it."""
+    return {plan.name: int(sum(plan.non_const_buffer_sizes)) for plan in program.execution_plan}
+
+
+def tag_weights_external(program: torch.export.ExportedProgram) -> int:
+    """Mark every parameter, buffer and lifted constant of `program` for the external data file; returns how many."""
+    sig = program.graph_signature
+    names = {*sig.inputs_to_parameters, *sig.inputs_to_buffers, *sig.inputs_to_lifted_tensor_constants}
+    count = 0
+    for node in program.graph.nodes:
+        if node.op == "placeholder" and node.name in names:
+            node.meta.setdefault("custom", {})["delegate_constant_tag"] = DATA_TAG
+            count += 1
+    return count
+
+
 def runtime_ops(program) -> dict[str, tuple[str, ...]]:
     """{method: the operators its plan calls outside the delegates and outside `STOCK_NAMESPACES`}, by the
     runtime's names (`elasticdit::ssba_attention.out`), sorted."""
@@ -64,13 +94,17 @@ def runtime_ops(program) -> dict[str, tuple[str, ...]]:
     return found
 
 
-def write_program(lowered: list[LoweredUnit], folder: Path, report: Reporter) -> list[Artifact]:
-    """Write model.pte into folder; one Artifact per method, reporting what XNNPACK took and what it left."""
+def write_program(lowered: list[LoweredUnit], folder: Path, report: Reporter, external: bool = False) -> list[Artifact]:
+    """Write model.pte (and with `external`, model.ptd) into folder; one Artifact per method, reporting what
+    XNNPACK took and what it left."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
 
     silence_library_noise()
     programs = {lu.method: lu.program for lu in lowered}
+    if external:
+        for program in programs.values():
+            tag_weights_external(program)
     report.stage("lowering to XNNPACK")
     try:
         edge = to_edge_transform_and_lower(
@@ -83,9 +117,27 @@ def write_program(lowered: list[LoweredUnit], folder: Path, report: Reporter) ->
     except Exception as exc:
         raise ExportError(f"lowering to XNNPACK failed: {type(exc).__name__}: {first_line(exc)}") from exc
     report.advance()
-    (folder / PTE).write_bytes(program.buffer)
+    with (folder / PTE).open("wb") as f:
+        program.write_to_file(f)  # streamed: no second copy of the program in memory
+    data_file = None
+    if external:
+        program.write_tensor_data_to_file(str(folder))
+        written = sorted(p.name for p in folder.glob("*.ptd"))
+        if written != [PTD]:
+            raise ExportError(f"ExecuTorch wrote external data {written or 'none'}; expected one file, {PTD}")
+        data_file = PTD
+    arenas = planned_arenas(program.executorch_program)
     ops = runtime_ops(program)
     return [
-        Artifact(lu.method, PTE, lu.unit.inputs, lu.unit.outputs, delegation[lu.method].to_dict(), ops[lu.method])
+        Artifact(
+            lu.method,
+            PTE,
+            lu.unit.inputs,
+            lu.unit.outputs,
+            delegation[lu.method].to_dict(),
+            data_file=data_file,
+            arena_bytes=arenas.get(lu.method),
+            runtime_ops=ops[lu.method],
+        )
         for lu in lowered
     ]

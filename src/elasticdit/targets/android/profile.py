@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ class ExecuTorchHost:
     backend = "ExecuTorch (XNNPACK), Python runtime"
     delegate = "XNNPACK"
 
-    def __init__(self, bundle: Path, threads: int | None, runtime_ops: Sequence[str] = ()):
+    def __init__(self, bundle: Path, threads: int | None, manifest: Any = None):
         from ...quiet import native_stderr_captured
 
         t0 = time.perf_counter()
@@ -37,14 +36,18 @@ class ExecuTorchHost:
         self.runtime_start_ms = (time.perf_counter() - t0) * 1e3  # import + start, when this process does it first
         from .runtime import require_runtime_ops
 
-        require_runtime_ops(runtime_ops)  # after the runtime's start: a first build of the kernels is not timed
-        self.bundle = bundle
+        # after the runtime's start: a first build of the kernels is not timed
+        require_runtime_ops(manifest.runtime_ops if manifest is not None else ())
+        self.bundle, self.manifest = bundle, manifest
+        self._data: dict[str, Path | None] = {}  # weights files checked so far (checked once, outside the timing)
 
     def load(self, entry, etdump: bool = False) -> tuple[Any, float]:
-        from .runtime import ExecuTorchProgram
+        from .runtime import ExecuTorchProgram, checked_data_file
 
+        if entry.method not in self._data:
+            self._data[entry.method] = checked_data_file(self.bundle, self.manifest, entry)
         t0 = time.perf_counter()
-        program = ExecuTorchProgram(self.bundle / entry.file, None, etdump=etdump)
+        program = ExecuTorchProgram(self.bundle / entry.file, None, etdump=etdump, data_path=self._data[entry.method])
         method = program.load(entry.method)
         return (program, method), (time.perf_counter() - t0) * 1e3
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
+from ...footprint import GIB, PhoneLimits, WeightStorage
 from ...lowering import Formulation
 from ..base import Artifact, HostRunner, ProfileBackend, Reference, Target
 
@@ -28,8 +29,26 @@ class IOSTarget(Target):
     formulation = Formulation(means="reduction", decompose=True)
     transports = ("ios",)
     runs_without_checkpoint = False  # on Linux its runner rebuilds each graph from the checkpoint
+    # Core ML fails to load a package whose weight.bin passes 2 GiB (coremltools issue 1807); the Neural Engine
+    # wants each function's weights under about 1 GB (ml-stable-diffusion's --chunk-unet): 1e9 bytes here
+    limits = PhoneLimits(
+        weight_file_bytes=2 * GIB,
+        function_bytes=1_000_000_000,
+        weight_file_rule="the package's one weight.bin",
+        function_rule="Neural Engine's per-function",
+    )
 
-    def write(self, lowered: list[LoweredUnit], recipe: Recipe, folder: Path, report: Reporter) -> list[Artifact]:
+    def weight_storage(self, recipe: Recipe) -> WeightStorage:
+        float_bytes = 2.0 if recipe.precision == "fp16" else 4.0
+        if recipe.quantization == "linear-int8":
+            return WeightStorage(float_bytes, 1.0)
+        if recipe.quantization == "palettize":  # nbits per value (+ a small lookup table per group)
+            return WeightStorage(float_bytes, recipe.nbits / 8)
+        return WeightStorage(float_bytes, float_bytes)
+
+    def write(
+        self, lowered: list[LoweredUnit], recipe: Recipe, folder: Path, report: Reporter, weights: str = "inline"
+    ) -> list[Artifact]:
         from .convert import write_package
 
         return write_package(lowered, recipe, folder, report)

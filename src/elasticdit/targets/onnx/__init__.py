@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ...footprint import WeightStorage
 from ..base import Artifact, HostRunner, ProfileBackend, Reference, Target
 
 if TYPE_CHECKING:
@@ -22,7 +23,12 @@ class OnnxTarget(Target):
     schemes = ("none", "dynamic-int8")
     transports = ("host", "ssh")
 
-    def write(self, lowered: list[LoweredUnit], recipe: Recipe, folder: Path, report: Reporter) -> list[Artifact]:
+    def weight_storage(self, recipe: Recipe) -> WeightStorage:
+        return WeightStorage(4.0, 1.0) if recipe.quantization == "dynamic-int8" else WeightStorage()
+
+    def write(
+        self, lowered: list[LoweredUnit], recipe: Recipe, folder: Path, report: Reporter, weights: str = "inline"
+    ) -> list[Artifact]:
         from .graphs import write_graphs
 
         return write_graphs(lowered, recipe, folder, report)

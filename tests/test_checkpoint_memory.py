@@ -1,0 +1,90 @@
+"""The checkpoint loader memory-maps safetensors: loading holds no second full copy of the weights (issue 25).
+
+Measured in a fresh child process on a moderately sized random model (~40 MB of float32 weights): the anonymous
+memory `load_checkpoint` adds (the heap, not the file's mapped pages) and the peak resident memory of loading and
+building the networks, each against a bound computed from the weight bytes."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from configs import tiny_config
+
+from elasticdit.checkpoint import save_checkpoint
+from elasticdit.model.pipeline import random_weights
+
+CHILD = textwrap.dedent(
+    """
+    import json, sys
+    import torch
+    from elasticdit.checkpoint import load_checkpoint
+
+    def status():
+        out = {}
+        for line in open("/proc/self/status"):
+            key, value = line.split(":", 1)
+            if key in ("VmHWM", "VmRSS", "RssAnon", "RssFile"):
+                out[key] = int(value.split()[0]) * 1024
+        return out
+
+    load_checkpoint(sys.argv[2]).models()  # a tiny one first: torch's lazy imports before the baseline
+    base = status()
+    ck = load_checkpoint(sys.argv[1])
+    loaded = status()
+    if sys.argv[3:] == ["initialized"]:  # the mutation: networks built with their own initial weights first
+        from elasticdit.model.pipeline import build_models
+
+        models = build_models(ck.cfg)
+        models.load_state_dict({k: v.float() for k, v in ck.tensors.items()})
+    else:
+        models = ck.models()
+    built = status()
+    print(json.dumps({"base": base, "loaded": loaded, "built": built}))
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def moderate_ckpt(tmp_path_factory) -> tuple[Path, int]:
+    cfg = tiny_config()
+    cfg = dataclasses.replace(cfg, transformer=dataclasses.replace(cfg.transformer, hidden_size=384, num_heads=6))
+    tensors = random_weights(cfg, 0)
+    path = tmp_path_factory.mktemp("moderate") / "moderate.safetensors"
+    save_checkpoint(path, cfg, tensors)
+    return path, sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+def measure(path: Path, warmup: Path, *flags: str) -> dict:
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, str(path), str(warmup), *flags],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_loading_memory_maps_the_weights_and_stays_under_its_bound(moderate_ckpt, bare_ckpt):
+    path, weight_bytes = moderate_ckpt
+    assert weight_bytes > 30e6  # large enough that a copy cannot hide in the noise
+    m = measure(path, bare_ckpt)
+    heap_added = m["loaded"]["RssAnon"] - m["base"]["RssAnon"]
+    # memory-mapped: the tensors are the file's pages, not the heap (measured 0.11x; the loader that read the file
+    # and parsed the bytes kept a heap copy: 1.07x)
+    assert heap_added < 0.25 * weight_bytes, (heap_added, weight_bytes)
+    # peak while loading and building the networks: the file's pages (1x) + the buffers; the networks are built
+    # with parameters on the meta device and the checkpoint's tensors assigned (measured 1.09-1.13x; 1.98x when
+    # the networks were built with initialized weights first). The issue's goal is 1.5x.
+    peak = m["built"]["VmHWM"] - m["base"]["VmRSS"]
+    assert peak < 1.5 * weight_bytes, (peak, weight_bytes)
+    initialized = measure(path, bare_ckpt, "initialized")  # the bound sees a second copy of the weights
+    assert initialized["built"]["VmHWM"] - initialized["base"]["VmRSS"] > 1.5 * weight_bytes, initialized
