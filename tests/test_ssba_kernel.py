@@ -176,7 +176,7 @@ def test_build_is_cached_and_keyed_by_the_sources(kernels, tmp_path, monkeypatch
 
 def test_build_without_a_compiler_is_one_clear_error(monkeypatch, tmp_path):
     monkeypatch.delenv("ELASTICDIT_KERNELS_LIB", raising=False)
-    monkeypatch.setenv("ELASTICDIT_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("ELASTICDIT_CACHE", str(tmp_path))
     monkeypatch.setattr(build, "_compiler", lambda: None)
     with pytest.raises(KernelError, match="no C\\+\\+ compiler found"):
         build.library_path()

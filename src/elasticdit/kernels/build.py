@@ -5,7 +5,7 @@ and `libexecutorch.so` exactly (its kernel registry is the one the Python runtim
 for the CPU it runs on (`-march=native`: AVX-512 here, AVX2 elsewhere); neither is known when a pure-Python
 elasticdit wheel is built. So the first use runs CMake (the `cmake` package, >= 3.28, as the wheel's CMake
 config needs) on `native/` against the wheel's `share/cmake`, and caches the result under
-`$ELASTICDIT_CACHE_DIR` (default `~/.cache/elasticdit`)/kernels/<key>, where the key hashes the sources, the
+`$ELASTICDIT_CACHE` (default `~/.cache/elasticdit`)/kernels/<key>, where the key hashes the sources, the
 executorch version, the arch flags and the machine: a change of any rebuilds. `ELASTICDIT_KERNELS_LIB` points
 at a prebuilt library instead; `ELASTICDIT_ARCH_FLAGS` overrides `-march=native`.
 """
@@ -23,6 +23,7 @@ import tempfile
 from importlib import metadata, resources
 from pathlib import Path
 
+from ..cache import cache_root as elasticdit_cache
 from ..errors import KernelError
 
 LIBRARY = "libelasticdit_kernels.so"
@@ -48,10 +49,7 @@ def arch_flags() -> str:
 
 
 def cache_root() -> Path:
-    base = os.environ.get("ELASTICDIT_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "elasticdit"
-    )
-    return Path(base) / "kernels"
+    return elasticdit_cache() / "kernels"
 
 
 def build_key() -> str:

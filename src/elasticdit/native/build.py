@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..cache import cache_root
 from .errors import NativeBuildError
 
 BINARY = "elasticdit-run"
@@ -45,14 +46,6 @@ class Built:
     key: str
     seconds: float  # 0.0 when it came from the cache
     cached: bool
-
-
-def cache_root() -> Path:
-    """$ELASTICDIT_CACHE, else $XDG_CACHE_HOME/elasticdit, else ~/.cache/elasticdit."""
-    if os.environ.get("ELASTICDIT_CACHE"):
-        return Path(os.environ["ELASTICDIT_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "elasticdit"
 
 
 def source_dir() -> Path:
