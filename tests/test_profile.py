@@ -189,3 +189,16 @@ def test_onnx_bundle_profiles_through_onnx_runtime(onnx_bundle):
     point = report["operating_points"][0]
     assert point["name"] == "r2_d2" and len(point["denoise_ms"]["all"]) == 2 and point["e2e_ms"] > 0
     assert point["peak_memory_mb"] is None and point["ops"] == []  # ETDump is ExecuTorch's; ORT has none here
+
+
+def test_a_point_named_twice_is_measured_once(bundle):
+    """`--ops r1_d4,r1_d4` (the remote path passes --ops as given) measures r1_d4 once; an unknown name is refused."""
+    from elasticdit.bundle.reader import read_bundle
+    from elasticdit.errors import OperatingPointError
+    from elasticdit.profile.core import method_entries
+
+    manifest = read_bundle(bundle).manifest
+    name = manifest.points_at()[0].name
+    assert [p.name for p in method_entries(manifest, [name, name])] == [name]
+    with pytest.raises(OperatingPointError, match="no operating point nosuch"):
+        method_entries(manifest, [name, "nosuch"])

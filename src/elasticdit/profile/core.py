@@ -74,8 +74,9 @@ def parse_device(spec: str) -> DeviceSpec:
 
 
 def method_entries(manifest: Any, names: list[str] | None) -> list[Any]:
-    """The operating points to measure: those `names` names, in that order (the report lists --ops first, then the
-    points a schedule adds: tests/test_schedules.py); every point in manifest order when `names` is None or empty."""
+    """The operating points to measure: those `names` names, in that order and each once (the report lists --ops
+    first, then the points a schedule adds: tests/test_schedules.py); every point in manifest order when `names` is
+    None or empty."""
     points = manifest.points_at()  # the default resolution's (another resolution is not profiled yet)
     if not names:
         return list(points)
@@ -83,7 +84,7 @@ def method_entries(manifest: Any, names: list[str] | None) -> list[Any]:
     unknown = [n for n in names if n not in known]
     if unknown:
         raise OperatingPointError(f"the bundle has no operating point {', '.join(unknown)}; it has {', '.join(known)}")
-    return [known[n] for n in names]
+    return [known[n] for n in dict.fromkeys(names)]
 
 
 def _validate(req: ProfileRequest) -> None:
