@@ -200,15 +200,40 @@ def test_export_on_a_full_disk_is_a_one_line_error(bare_ckpt, tmp_path, monkeypa
     from elasticdit.cli import app
 
     dest = tmp_path / "bundle"
-    real = pathlib.Path.write_bytes
+    real_write_bytes, real_open = pathlib.Path.write_bytes, pathlib.Path.open
 
-    def full_disk(self, data):
+    def no_space(path, data, write):
+        write(data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    class FullDisk:  # a file in the bundle being written: half of the first write lands, then the disk is full
+        def __init__(self, path, f):
+            self.path, self.f = path, f
+
+        def write(self, data):
+            no_space(self.path, data, self.f.write)
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    def full_disk_bytes(self, data):
         if ".partial-" in str(self):
-            real(self, data[: len(data) // 2])
-            raise OSError(errno.ENOSPC, "No space left on device", str(self))
-        return real(self, data)
+            no_space(self, data, lambda d: real_write_bytes(self, d))
+        return real_write_bytes(self, data)
 
-    monkeypatch.setattr(pathlib.Path, "write_bytes", full_disk)
+    def full_disk_open(self, mode="r", *args, **kwargs):
+        f = real_open(self, mode, *args, **kwargs)
+        return FullDisk(self, f) if ".partial-" in str(self) and "w" in mode else f
+
+    # both ways the writers put bytes on disk (the .pte is streamed through an open file)
+    monkeypatch.setattr(pathlib.Path, "write_bytes", full_disk_bytes)
+    monkeypatch.setattr(pathlib.Path, "open", full_disk_open)
     args = ["export", str(bare_ckpt), "--target", "android", "--ops", "r2_d2", "-o", str(dest)]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 1, result.output
