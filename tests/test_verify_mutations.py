@@ -79,6 +79,10 @@ def test_a_correct_bundle_passes_against_its_own_numerics(correct, bare_ckpt, re
     assert ("float32" in check["reference"]) == (recipe.endswith("fp32") and not recipe.startswith("ios"))
     if quantized:  # the SNR against float32 is reported and held to the recipe's floor
         assert check["min_snr_db"] is not None and check["min_snr_db"] <= check["snr_db"] < 80
+    elif recipe == "ios-fp16":  # float, but computed in fp16: held to the float16 floor against float32
+        assert check["min_snr_db"] == 40 <= check["snr_db"] < 100
+    else:
+        assert check["min_snr_db"] is None
 
 
 @pytest.mark.slow

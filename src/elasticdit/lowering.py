@@ -7,7 +7,10 @@ Choices made once per target (`Target.formulation`), like the attention core a r
   1/D (`model/layers.py`), which XNNPACK delegates whole (`"matmul"`); Core ML wants the plain reduction
   (`"reduction"`: each such linear becomes `aten.mean.dim(x, [-1], keepdim=True)` after export, because
   coremltools 9.0's `fuse_linear_bias` pass crashes on that linear followed by a scalar add);
-- decompose: `run_decompositions({})` (the core ATen opset) before the target converts the program (Core ML).
+- decompose: `run_decompositions({})` (the core ATen opset) before the target converts the program (Core ML);
+- norms: LayerNorm/RMSNorm as written (`"plain"`) or row-scaled so float16 compute cannot overflow their squares
+  (`"fp16_safe"`, `model.layers.fp16_safe_norms`: Core ML, whose fp16 recipes compute in float16; the same maths,
+  a few more elementwise ops per norm, and no float32 island that would split the Neural Engine's work).
 
 The target then writes artifacts from the programs (`Target.write`); `verify` rebuilds the same program here.
 
@@ -19,12 +22,14 @@ correct; this order is what every bundle so far was written with, so their bytes
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from .errors import ExportError, first_line
+from .model.layers import fp16_safe_norms
 from .model.pipeline import Models
 from .progress import Reporter
 from .quant import applies, scheme
@@ -38,6 +43,11 @@ Calibration = Callable[[ExportUnit], list[tuple[torch.Tensor, ...]]]
 class Formulation:
     means: str = "matmul"  # "matmul" | "reduction"
     decompose: bool = False
+    norms: str = "plain"  # "plain" | "fp16_safe"
+
+    def tracing(self) -> contextlib.AbstractContextManager:
+        """The context the units are traced in: the norms' spelling."""
+        return fp16_safe_norms() if self.norms == "fp16_safe" else contextlib.nullcontext()
 
 
 @dataclass
@@ -86,7 +96,7 @@ def formulate(ep: torch.export.ExportedProgram, formulation: Formulation) -> tor
 def export_program(unit: ExportUnit, formulation: Formulation) -> torch.export.ExportedProgram:
     """torch.export of one unit in the target's formulation (export and `verify` both build it here)."""
     try:
-        with torch.no_grad():
+        with torch.no_grad(), formulation.tracing():
             ep = torch.export.export(unit.module, unit.example_inputs)
     except Exception as exc:  # torch.export raises many types; name the method and the cause
         raise ExportError(f"torch.export of {unit.method} failed: {type(exc).__name__}: {first_line(exc)}") from exc
@@ -114,7 +124,9 @@ def lower(
         report.stage(f"torch.export {unit.method}")
         if quantize and chosen is not None and chosen.stage == "program":
             try:
-                program = formulate(chosen.run(unit.module, unit.example_inputs, calibration(unit)), formulation)
+                with formulation.tracing():
+                    traced = chosen.run(unit.module, unit.example_inputs, calibration(unit))
+                program = formulate(traced, formulation)
             except Exception as exc:
                 raise ExportError(
                     f"torch.export of {unit.method} failed: {type(exc).__name__}: {first_line(exc)}"

@@ -53,6 +53,7 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], tuple | None]]] = {
         "max_rel_error": ((int, float), None),
         "quantized_max_rel_error": ((int, float), None),
         "min_snr_db": ((int, float), None),
+        "float16_min_snr_db": ((int, float), None),
     },
 }
 
@@ -75,6 +76,7 @@ class Recipe:
     max_rel_error: float | None = None
     quantized_max_rel_error: float | None = None
     min_snr_db: float | None = None
+    float16_min_snr_db: float | None = None
     operating_points: tuple[str, ...] = ()
     source: str = ""
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
@@ -184,6 +186,7 @@ def parse_recipe(raw: dict[str, Any], source: str, targets: Mapping[str, RecipeT
         max_rel_error=flat.get("max_rel_error"),
         quantized_max_rel_error=flat.get("quantized_max_rel_error"),
         min_snr_db=flat.get("min_snr_db"),
+        float16_min_snr_db=flat.get("float16_min_snr_db"),
         operating_points=tuple(points),
         source=source,
         raw=raw,

@@ -3,9 +3,11 @@
 Each method runs on this host (the target's `host_runner`) at several noise levels and is compared with
 `Target.reference` (the quantized model itself for a quantized recipe; the float32 PyTorch reference otherwise) at
 a tight relative-error limit, so a wrong lowering, a dropped block or perturbed weights fail under every recipe;
-the SNR against the float32 reference is reported beside it (and held to the recipe's floor for quantized
-methods). The limits and the reference numerics come from this tool's own recipe of the bundle's recipe name,
-never from the bundle's manifest: a difference between the two is reported (docs/design.md, "verify").
+the SNR against the float32 reference is reported beside it, and held to the recipe's floor for quantized
+methods (`min_snr_db`) and for float methods computed in float16 (`float16_min_snr_db`: a same-numerics
+reference overflows exactly as the artifact does, so only the float32 comparison sees an fp16 overflow). The
+limits and the reference numerics come from this tool's own recipe of the bundle's recipe name, never from the
+bundle's manifest: a difference between the two is reported (docs/design.md, "verify").
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from .targets import Target, target_recipe
 
 DEFAULT_MAX_REL_ERROR = 1e-4  # a float32 method against the float32 reference
 DEFAULT_QUANTIZED_MAX_REL_ERROR = 2e-3  # a quantized method against the quantized model itself
-DEFAULT_MIN_SNR_DB = 30.0
+DEFAULT_MIN_SNR_DB = 30.0  # a quantized method against float32
+DEFAULT_FLOAT16_MIN_SNR_DB = 40.0  # a float method of an fp16-compute recipe against float32
 NOISE_LEVELS = (0.98, 0.5, 0.02)  # sigma of the denoise inputs: almost pure noise, half way, almost clean
 PROMPT = "two red circles above a blue square"
 
@@ -52,17 +55,27 @@ class MethodCheck:
     value: float
     limit: float
     snr_db: float  # against the float32 reference, the worst over the noise levels
-    min_snr_db: float | None  # the recipe's floor for quantized methods; None: not held to one
+    min_snr_db: float | None  # the floor `snr_db` is held to (quantized or fp16-compute methods); None: not held
     passed: bool
     levels: list[Level] = field(default_factory=list)
     note: str = ""
 
 
+def _finite(*tensors: torch.Tensor) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in tensors)
+
+
 def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    """inf where either side has inf/NaN entries: a NaN would fail no comparison and hide the worst level."""
+    if not _finite(out, ref):
+        return math.inf
     return float((out.double() - ref.double()).norm() / ref.double().norm().clamp_min(1e-30))
 
 
 def snr_db(out: torch.Tensor, ref: torch.Tensor) -> float:
+    """-inf where either side has inf/NaN entries, so an overflow is the worst level, never a NaN `min` may skip."""
+    if not _finite(out, ref):
+        return -math.inf
     noise = float((out.double() - ref.double()).norm())
     return math.inf if noise == 0 else 20 * math.log10(float(ref.double().norm()) / noise)
 
@@ -151,16 +164,22 @@ def tool_recipe(manifest: Manifest) -> tuple[Recipe, list[str]]:
         max_rel_error=tighter(bundled.max_rel_error, DEFAULT_MAX_REL_ERROR, True),
         quantized_max_rel_error=tighter(bundled.quantized_max_rel_error, DEFAULT_QUANTIZED_MAX_REL_ERROR, True),
         min_snr_db=tighter(bundled.min_snr_db, DEFAULT_MIN_SNR_DB, False),
+        float16_min_snr_db=tighter(bundled.float16_min_snr_db, DEFAULT_FLOAT16_MIN_SNR_DB, False),
     ), [note]
 
 
 def limits(recipe: Recipe, kind: MethodKind) -> tuple[float, float | None]:
-    """(relative-error limit against the same-numerics reference, SNR floor against float32 or None)."""
+    """(relative-error limit against the same-numerics reference, SNR floor against float32 or None): quantized
+    methods `min_snr_db`; float methods of an fp16-compute recipe `float16_min_snr_db`; float32 methods none."""
     if applies(recipe.quantization, kind):
         rel = recipe.quantized_max_rel_error
         floor = recipe.min_snr_db if recipe.min_snr_db is not None else DEFAULT_MIN_SNR_DB
         return float(rel if rel is not None else DEFAULT_QUANTIZED_MAX_REL_ERROR), float(floor)
-    return float(recipe.max_rel_error if recipe.max_rel_error is not None else DEFAULT_MAX_REL_ERROR), None
+    rel = float(recipe.max_rel_error if recipe.max_rel_error is not None else DEFAULT_MAX_REL_ERROR)
+    if recipe.precision == "fp16":
+        fp16 = recipe.float16_min_snr_db
+        return rel, float(fp16 if fp16 is not None else DEFAULT_FLOAT16_MIN_SNR_DB)
+    return rel, None
 
 
 def _levels(runner: Any, unit: ExportUnit, same: Any, entry: MethodEntry, draws: list) -> list[Level]:

@@ -5,6 +5,7 @@ last dim as a matmul with a constant averaging vector (`F.layer_norm` and `mean(
 delegate), tanh-GELU spelled out (the delegate silently runs exact GELU for `approximate="tanh"`), plain
 slices instead of `chunk`, and `reshape` instead of `unsqueeze` for broadcasting. Inside `fused_kernels()`
 LayerNorm and the GELU run as PyTorch's fused kernels instead: the same maths to float rounding, for training.
+Inside `fp16_safe_norms()` (Core ML's lowering) the norms are spelled so float16 compute cannot overflow.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 _FUSED = contextvars.ContextVar("elasticdit_fused_kernels", default=False)
+_FP16_SAFE = contextvars.ContextVar("elasticdit_fp16_safe_norms", default=False)
 
 
 @contextlib.contextmanager
@@ -31,6 +33,37 @@ def fused_kernels() -> Iterator[None]:
         yield
     finally:
         _FUSED.reset(token)
+
+
+@contextlib.contextmanager
+def fp16_safe_norms() -> Iterator[None]:
+    """Within: LayerNorm and RMSNorm scale each row by its largest magnitude before squaring (`_row_scaled`), the
+    same maths, but no intermediate leaves [-4, 4] however large the activations are. Without it, a residual
+    stream of ~2000 (the trained demo's blocks.3) squares to ~4e6, past float16's 65504: under Core ML's fp16
+    compute the variance becomes inf and the norm's output collapses to 0. For tracing the Core ML programs
+    (`lowering.Formulation.norms`)."""
+    token = _FP16_SAFE.set(True)
+    try:
+        yield
+    finally:
+        _FP16_SAFE.reset(token)
+
+
+def _row_scaled(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x / s, eps / s^2) with s = max(max|x| over the last dim, sqrt(eps)) per row.
+
+    A norm is invariant under x -> x / s when eps becomes eps / s^2, for any s > 0; with this s every |x / s| <= 1
+    and eps / s^2 <= 1, so squares and their means stay small in float16, while the largest entry is +-1, so the
+    mean of squares is not lost to underflow (a fixed scale factor would underflow the squares of small
+    activations). eps / s^2 is formed as (sqrt(eps) / s)^2: s^2 itself would overflow for
+    s > 255 and lose precision as a float16 subnormal for s near sqrt(eps); it underflows to 0 only where it is
+    below float16's resolution of the variance anyway. The floor sqrt(eps) keeps an all-zero row finite.
+    """
+    root = math.sqrt(eps)
+    scale = torch.clamp_min(torch.amax(torch.abs(x), dim=-1, keepdim=True), root)
+    # not `root / scale`: that traces as reciprocal, which coremltools converts to MIL `inverse`, 1 / (s + 1e-4)
+    ratio = torch.full_like(scale, root) / scale
+    return x / scale, ratio * ratio
 
 
 def averaging_vector(dim: int) -> torch.Tensor:
@@ -52,8 +85,11 @@ class LayerNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if _FUSED.get():
             return F.layer_norm(x, x.shape[-1:], getattr(self, "weight", None), getattr(self, "bias", None), self.eps)
+        eps: torch.Tensor | float = self.eps
+        if _FP16_SAFE.get():
+            x, eps = _row_scaled(x, self.eps)
         centred = x - F.linear(x, self.avg)
-        x = centred * torch.rsqrt(F.linear(centred * centred, self.avg) + self.eps)
+        x = centred * torch.rsqrt(F.linear(centred * centred, self.avg) + eps)
         return x * self.weight + self.bias if hasattr(self, "weight") else x
 
 
@@ -67,7 +103,10 @@ class RMSNorm(nn.Module):
         self.register_buffer("avg", averaging_vector(dim), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.rsqrt(F.linear(x * x, self.avg) + self.eps) * self.weight
+        eps: torch.Tensor | float = self.eps
+        if _FP16_SAFE.get():
+            x, eps = _row_scaled(x, self.eps)
+        return x * torch.rsqrt(F.linear(x * x, self.avg) + eps) * self.weight
 
 
 def gelu_tanh(x: torch.Tensor) -> torch.Tensor:

@@ -26,7 +26,8 @@ class IOSTarget(Target):
     default_recipe = "ios-fp16"
     schemes = ("none", "linear-int8", "palettize")
     recipe_defaults = MappingProxyType({"precision": "fp16"})
-    formulation = Formulation(means="reduction", decompose=True)
+    # norms row-scaled: under fp16 compute a plain LayerNorm's square overflows once activations pass ~255
+    formulation = Formulation(means="reduction", decompose=True, norms="fp16_safe")
     transports = ("ios",)
     runs_without_checkpoint = False  # on Linux its runner rebuilds each graph from the checkpoint
     # Core ML fails to load a package whose weight.bin passes 2 GiB (coremltools issue 1807); the Neural Engine
