@@ -2,6 +2,7 @@
 
 python benchmarks/verify_recipes.py [--checkpoint CKPT] [--recipes android-int8,ios-fp16,...] [--ops r1_d6,...]
                                     [--json PATH]
+python benchmarks/verify_recipes.py --table JSON...   (the table of earlier runs)
 
 For each recipe: `elasticdit export --recipe R` into a temporary folder, then `elasticdit verify --json` on it
 (the real commands, one subprocess each). Per method kind (denoise, decode, encode_text) the worst and best of
@@ -61,9 +62,12 @@ def measure(recipe: str, checkpoint: str | None, ops: str | None, work: Path) ->
 def by_kind(report: dict) -> dict[str, dict]:
     kinds: dict[str, dict] = {}
     for m in report["methods"]:
-        k = kinds.setdefault(m["kind"], {"rel_err": [], "snr_db": [], "limit": m["limit"], "floor": m["min_snr_db"]})
+        empty = {"rel_err": [], "snr_db": [], "lowering": [], "limit": m["limit"], "floor": m["min_snr_db"]}
+        k = kinds.setdefault(m["kind"], empty)
         k["rel_err"].append(m["value"])
         k["snr_db"].append(m["snr_db"])
+        if m.get("lowering_rel_err") is not None:
+            k["lowering"].append(m["lowering_rel_err"])
     return kinds
 
 
@@ -74,9 +78,9 @@ def _range(values: list[float], fmt: str) -> str:
 
 def table(rows: list[dict]) -> str:
     lines = [
-        "| recipe | passed | denoise rel err (limit) | denoise SNR dB (floor) | decode rel err, SNR"
-        " | encode_text rel err, SNR | export s | bundle MB |",
-        "| --- | --- | --- | --- | --- | --- | ---: | ---: |",
+        "| recipe | passed | denoise rel err (limit) | denoise SNR dB (floor) | lowering vs masked, fp32"
+        " | decode rel err, SNR | encode_text rel err, SNR | export s | bundle MB |",
+        "| --- | --- | --- | --- | --- | --- | --- | ---: | ---: |",
     ]
     for row in rows:
         kinds = by_kind(row["verify"])
@@ -87,6 +91,7 @@ def table(rows: list[dict]) -> str:
             "yes" if row["verify"]["passed"] else "**no**",
             f"{_range(d['rel_err'], '.2e')} ({d['limit']:g})",
             f"{_range(d['snr_db'], '.1f')} ({floor})",
+            _range(d["lowering"], ".1e") if d["lowering"] else "-",
         ]
         for kind in ("decode", "encode_text"):
             k = kinds.get(kind)
@@ -97,6 +102,9 @@ def table(rows: list[dict]) -> str:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--table"]:  # the table of one or more earlier --json files, recipes in the order given
+        print(table([row for path in sys.argv[2:] for row in json.loads(Path(path).read_text())["recipes"]]))
+        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", help="default: the demo checkpoint")
     parser.add_argument("--recipes", help="comma-separated names (default: every packaged recipe)")

@@ -77,6 +77,10 @@ def test_a_correct_bundle_passes_against_its_own_numerics(correct, bare_ckpt, re
     assert check["metric"] == "rel_err" and check["value"] <= check["limit"]
     quantized = recipe.split("-")[1] not in ("fp32", "fp16")
     assert ("float32" in check["reference"]) == (recipe.endswith("fp32") and not recipe.startswith("ios"))
+    if recipe.startswith(("android", "onnx")):  # the recipe's lowering checked against masked, in float32
+        assert 0 <= check["lowering_rel_err"] <= 1e-6
+    if quantized and not recipe.startswith("ios"):  # rebuilt with the same lowering: equal to float rounding
+        assert check["value"] <= 1e-6
     if quantized:  # the SNR against float32 is reported and held to the recipe's floor
         assert check["min_snr_db"] is not None and check["min_snr_db"] <= check["snr_db"] < 80
     elif recipe == "ios-fp16":  # float, but computed in fp16: held to the float16 floor against float32
@@ -117,6 +121,24 @@ def test_loosened_manifest_limits_pass_no_bad_bundle(wrong, bare_ckpt, tmp_path)
     assert any(d.startswith("verify.min_snr_db: this tool's recipe has 33") for d in report["recipe_differences"])
     table = verify(out, bare_ckpt)
     assert "differs from this tool's" in table.stdout and f"denoise_{POINT}" in table.stderr
+
+
+@pytest.mark.slow
+def test_a_fault_the_reference_shares_is_caught_by_the_lowering_check(bare_ckpt, tmp_path, monkeypatch):
+    """A quantized recipe's reference is rebuilt with the recipe's own lowering (`tiles`), so a fault in that
+    lowering's code would sit in bundle and reference alike: here `tiles` computes plain dense attention, at export
+    and at verify. verify also checks the lowering against masked attention in float32, and fails on it."""
+    from elasticdit.ssba import lowering
+    from elasticdit.ssba.cores import DenseAttention
+
+    monkeypatch.setitem(lowering._LOWERINGS, "tiles", lambda head_dim, pattern: DenseAttention(head_dim))
+    out = export(bare_ckpt, "android-int8", tmp_path / "bundle")
+    result = verify(out, bare_ckpt, "--json")
+    assert result.exit_code == 1, result.output
+    (check,) = json.loads(result.stdout)["methods"]
+    assert check["value"] <= check["limit"], check  # the artifact equals the reference that shares the fault
+    assert check["lowering_rel_err"] > 1e-2 and "'tiles' attention differs from masked attention" in check["note"]
+    assert f"denoise_{POINT}" in verify(out, bare_ckpt).stderr
 
 
 def test_dense_attention_on_an_ssba_checkpoint_is_refused_at_export(bare_ckpt, tmp_path):

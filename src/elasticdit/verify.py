@@ -59,6 +59,9 @@ class MethodCheck:
     passed: bool
     levels: list[Level] = field(default_factory=list)
     note: str = ""
+    # the recipe's attention lowering in float32 against masked attention, the worst over the levels (held to
+    # max_rel_error); None for a method without one (masked attention, decode, encode_text)
+    lowering_rel_err: float | None = None
 
 
 def _finite(*tensors: torch.Tensor) -> bool:
@@ -101,14 +104,14 @@ def verification_inputs(models: Models, entry: MethodEntry, seed: int = 7) -> li
     return levels
 
 
-def reference_unit(models: Models, entry: MethodEntry, manifest: Manifest) -> ExportUnit:
-    """The method sliced from the checkpoint with the reference attention (`masked`) at its own resolution; a
-    denoise method's blocks are the checkpoint's for that point name, not the manifest's."""
+def reference_unit(models: Models, entry: MethodEntry, manifest: Manifest, attention: str = "masked") -> ExportUnit:
+    """The method sliced from the checkpoint with the reference attention (`masked`, or the lowering named) at its
+    own resolution; a denoise method's blocks are the checkpoint's for that point name, not the manifest's."""
     default = tuple(manifest.resolution)
     resolution = tuple(entry.resolution or default)
     if isinstance(entry, PointEntry):
         (point,) = select(models.cfg, [entry.name])
-        return denoise_unit(models, point, resolution, "masked", entry.batch, default)
+        return denoise_unit(models, point, resolution, attention, entry.batch, default)
     if entry.kind == MethodKind.DECODE:
         return decode_unit(models, resolution, default)
     return encode_text_unit(models)
@@ -182,8 +185,13 @@ def limits(recipe: Recipe, kind: MethodKind) -> tuple[float, float | None]:
     return rel, None
 
 
-def _levels(runner: Any, unit: ExportUnit, same: Any, entry: MethodEntry, draws: list) -> list[Level]:
+def _levels(
+    runner: Any, unit: ExportUnit, lowered: ExportUnit | None, same: Any, entry: MethodEntry, draws: list
+) -> tuple[list[Level], float | None]:
+    """Each draw's level, and the worst relative error of the recipe's lowering (`lowered`, float32 PyTorch)
+    against `unit` (masked attention), None without a lowering to check."""
     levels = []
+    lowering: float | None = None if lowered is None else 0.0
     for sigma, inputs in draws:
         out = runner.run(entry, inputs)
         for o, spec in zip(out, entry.outputs, strict=True):
@@ -192,6 +200,9 @@ def _levels(runner: Any, unit: ExportUnit, same: Any, entry: MethodEntry, draws:
                     f"{entry.method} returned {spec.name} of shape {list(o.shape)}, manifest says {spec.shape}"
                 )
         fp32 = _run(unit.module, inputs)
+        if lowered is not None:
+            worst = max(rel_err(o, r) for o, r in zip(_run(lowered.module, inputs), fp32, strict=True))
+            lowering = max(lowering or 0.0, worst)
         ref = same.run(inputs) if same is not None else fp32
         levels.append(
             Level(
@@ -200,26 +211,39 @@ def _levels(runner: Any, unit: ExportUnit, same: Any, entry: MethodEntry, draws:
                 min(snr_db(o, r) for o, r in zip(out, fp32, strict=True)),
             )
         )
-    return levels
+    return levels, lowering
 
 
 def check_method(
     target: Target, runner: Any, models: Models, recipe: Recipe, manifest: Manifest, entry: MethodEntry
 ) -> MethodCheck:
     unit = reference_unit(models, entry, manifest)
+    # a same-numerics reference rebuilt with the recipe's own lowering shares that lowering's code, so the lowering
+    # is checked on its own: in float32 against masked attention
+    checked = isinstance(entry, PointEntry) and recipe.attention != "masked"
+    lowered = reference_unit(models, entry, manifest, recipe.attention) if checked else None
     same = target.reference(models, recipe, unit)
     note = runner.note(entry)
     if isinstance(entry, PointEntry) and tuple(entry.blocks) != unit.point.blocks:
         note = f"the manifest lists blocks {entry.blocks}, the checkpoint's {entry.name} has {list(unit.point.blocks)}"
     try:
-        levels = _levels(runner, unit, same, entry, verification_inputs(models, entry))
+        levels, lowering = _levels(runner, unit, lowered, same, entry, verification_inputs(models, entry))
     finally:
         if same is not None:
             same.close()
     limit, floor = limits(recipe, entry.kind)
+    lowering_limit = float(recipe.max_rel_error if recipe.max_rel_error is not None else DEFAULT_MAX_REL_ERROR)
+    lowering_ok = lowering is None or lowering <= lowering_limit
+    if not lowering_ok:
+        note = (
+            f"the recipe's '{recipe.attention}' attention differs from masked attention by {lowering:.2e} "
+            f"in float32 (limit {lowering_limit:g})"
+        )
     value = max(level.rel_err for level in levels)
     snr = min(level.snr_db for level in levels)
-    passed = value <= limit and (floor is None or snr >= floor) and not note.startswith("the manifest lists")
+    passed = (
+        value <= limit and (floor is None or snr >= floor) and lowering_ok and not note.startswith("the manifest lists")
+    )
     return MethodCheck(
         entry.method,
         str(entry.kind),
@@ -232,6 +256,7 @@ def check_method(
         passed,
         levels,
         note,
+        lowering,
     )
 
 
