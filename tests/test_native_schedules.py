@@ -161,3 +161,18 @@ def test_cli_generate_native_schedule_equals_python(native, named_bundle, tmp_pa
     one = cli.invoke(app, [*base[:-2], "--op", ran[0], "--runner", "native", "-o", str(tmp_path / "one.png")])
     assert one.exit_code == 0, one.output + one.stderr
     assert not same("one.png", "native.png")
+
+
+def test_profile_host_native_measures_schedules_whole(native, named_bundle):
+    """`profile --runner native` with schedules: each (the manifest's named one and a spec) runs end to end in
+    elasticdit-run, so its row has a measured latency beside the computed one."""
+    args = ["profile", str(named_bundle), "--runner", "native", "--schedule", "r2_d2:0.5,r1_d4:0.5"]
+    result = CliRunner().invoke(app, [*args, "--runs", "2", "--warmup", "0", "--steps", "3", "--json"])
+    assert result.exit_code == 0, result.output + result.stderr
+    report = json.loads(result.stdout)
+    rows = {r["name"]: r for r in report["schedules"]}
+    assert set(rows) == {"cheap-first", "r2_d2:0.5,r1_d4:0.5"}
+    assert rows["cheap-first"]["steps_per_point"] == {"r2_d2": 1, "r1_d4": 2}
+    for row in rows.values():
+        assert row["measured_e2e_ms"]["n"] == 2 and row["measured_e2e_ms"]["min"] > 0 and row["computed_e2e_ms"] > 0
+        assert row["peak_memory_mb"] > 1 and {"denoise_r2_d2", "denoise_r1_d4"} <= set(row["memory"]["methods"])
