@@ -3,14 +3,12 @@ gives the per-step points of the contract's rule (step i of N runs phase min{k :
 spec or a name in the manifest's "schedules", and a scheduled run equals the same points given with --per-step
 (itself checked step by step against the Python sampler in test_native_runtime.py).
 
-The `schedules` branch (elasticdit.schedules) has not landed on main yet, so the rule is checked against the
-contract reimplemented here in Python's float arithmetic, with that branch's refinement: each cumulative share
-rounded to 9 decimals, so 0.1 + 0.2 is the boundary 0.3 (a case below)."""
+The C++ rule is checked against the Python one (`elasticdit.schedules`, which `generate` samples with): each
+cumulative share rounded to 9 decimals, so 0.1 + 0.2 is the boundary 0.3 (a case below)."""
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 from pathlib import Path
@@ -23,15 +21,12 @@ from typer.testing import CliRunner
 from elasticdit.cli import app
 from elasticdit.generation import noise_for
 from elasticdit.native.errors import NativeRunError
+from elasticdit.schedules import parse_schedule
 
 
 def contract_points(phases: list[tuple[str, float]], steps: int) -> list[str]:
-    cumulative, total = [], 0.0
-    for _, share in phases:
-        total += share
-        cumulative.append(math.floor(total * 1e9 + 0.5) / 1e9)
-    cumulative[-1] = 1.0
-    return [phases[next(k for k, c in enumerate(cumulative) if (i + 0.5) / steps < c)][0] for i in range(steps)]
+    """The Python side's points for each step (elasticdit.schedules, which `generate` samples with)."""
+    return parse_schedule(spec_of(phases)).step_points(steps)
 
 
 def spec_of(phases: list[tuple[str, float]]) -> str:
