@@ -85,3 +85,20 @@ def test_phone_gone_mid_run_keeps_what_was_measured(native, bundle, tmp_path):
     assert report["complete"] is False and [p["name"] for p in report["operating_points"]] == ["r1_d4"]
     assert report["missing"] == ["r2_d2"] and "went away during `adb shell elasticdit-run`" in report["error"]
     assert adb_calls(state)[-1][-1].startswith("rm -rf /data/local/tmp/elasticdit-")
+
+
+def test_a_schedule_is_measured_whole_on_the_phone(native, bundle, tmp_path):
+    """`--schedule` with elasticdit-run over adb: the schedule runs end to end on the phone (`--schedule SPEC`, the
+    shares written exactly), its latency measured there, not only computed from the points' step medians."""
+    spec = "r2_d2:0.5,r1_d4:0.5"
+    args = ("--schedule", spec, "--runs", "2", "--warmup", "0", "--steps", "2", "--no-memory")
+    result, state = profile(tmp_path, bundle, native, {}, *args)
+    assert result.exit_code == 0, result.output + result.stderr
+    report = json.loads(result.stdout)
+    assert "schedule_notes" not in report["settings"]
+    (row,) = report["schedules"]
+    assert row["spec"] == spec and row["steps_per_point"] == {"r2_d2": 1, "r1_d4": 1}
+    assert row["measured_e2e_ms"]["n"] == 2 and row["measured_e2e_ms"]["min"] > 0 and row["computed_e2e_ms"] > 0
+    runs = [c[-1] for c in adb_calls(state) if c[-2:-1] == ["shell"] and "./elasticdit-run" in c[-1]]
+    assert len(runs) == 3 and "--op r1_d4 " in runs[0] and "--op r2_d2 " in runs[1]
+    assert "--noise noise-0.npy --schedule r2_d2:0.5,r1_d4:0.5 --runs 2 --warmup 0 --json --steps 2" in runs[2]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -64,6 +65,24 @@ def test_native_image_equals_generate(native, bundle, android_cfg_bundle, tmp_pa
     steps = summary["steps"]
     want = shifted_sigmas(steps, float(json.loads((source / "manifest.json").read_text())["scheduler"]["shift"]))
     assert [s["sigma"] for s in t["runs"][0]["steps"]] == want[:-1].tolist()  # bit for bit
+
+
+def test_native_noise_file_is_the_seeds_image(native, bundle, tmp_path):
+    """`generate --runner native --noise FILE` starts from that latent: the seed's noise saved to a file gives the
+    seed's image byte for byte, and another latent another image."""
+    np.save(tmp_path / "seed5.npy", noise_for(5, latent_shape(bundle)).numpy())
+    np.save(tmp_path / "seed6.npy", noise_for(6, latent_shape(bundle)).numpy())
+    base = ["generate", str(bundle), "--prompt", PROMPT, "--op", "r2_d2", "--steps", "2", "--runner", "native"]
+    images = {}
+    for name, extra in (("seed", ["--seed", "5"]), ("file", ["--noise", str(tmp_path / "seed5.npy")])):
+        result = cli.invoke(app, [*base, *extra, "--json", "-o", str(tmp_path / f"{name}.png")])
+        assert result.exit_code == 0, result.output + result.stderr
+        images[name] = png(tmp_path / f"{name}.png")
+    summary = json.loads(result.stdout)
+    assert summary["noise"] == str(tmp_path / "seed5.npy") and summary["seed"] is None
+    assert np.array_equal(images["seed"], images["file"])
+    other = cli.invoke(app, [*base, "--noise", str(tmp_path / "seed6.npy"), "-o", str(tmp_path / "other.png")])
+    assert other.exit_code == 0 and not np.array_equal(png(tmp_path / "other.png"), images["file"])
 
 
 def test_timings_document(native, bundle, tmp_path):
@@ -322,3 +341,28 @@ def test_build_errors_are_one_line(monkeypatch):
         native_build.build("riscv")
     result = cli.invoke(app, ["generate", "/nonexistent", "--prompt", "x", "--runner", "native", "-o", "x.png"])
     assert result.exit_code == 1 and "runs a bundle folder" in result.stderr
+
+
+def test_cmake_presets_are_valid_and_name_the_android_build(tmp_path):
+    """runtime/CMakePresets.json (the Android NDK recipe of docs/runtime.md, which cannot be built here) is a
+    presets file cmake accepts, its android preset the documented arm64-v8a NDK line; a broken copy is refused."""
+    from elasticdit.native import build as native_build
+
+    cmake = native_build.find_cmake()
+    src = native_build.source_dir()
+    listed = subprocess.run([cmake, "--list-presets"], cwd=src, capture_output=True, text=True)
+    assert listed.returncode == 0, listed.stderr
+    assert all(f'"{name}"' in listed.stdout for name in ("host", "linux-aarch64", "android-arm64-v8a"))
+    presets = json.loads((src / "CMakePresets.json").read_text())
+    android = next(p for p in presets["configurePresets"] if p["name"] == "android-arm64-v8a")
+    assert android["toolchainFile"] == "$env{ANDROID_NDK}/build/cmake/android.toolchain.cmake"
+    assert android["cacheVariables"]["ANDROID_ABI"] == "arm64-v8a"
+    docs = (Path(__file__).parent.parent / "docs" / "runtime.md").read_text()
+    assert "-DANDROID_ABI=arm64-v8a" in docs and "cmake --preset android-arm64-v8a -S runtime" in docs
+    broken = tmp_path / "runtime"
+    broken.mkdir()
+    del android["toolchainFile"], android["generator"]
+    android["inherits"] = "nonexistent"
+    (broken / "CMakePresets.json").write_text(json.dumps(presets))
+    refused = subprocess.run([cmake, "--list-presets"], cwd=broken, capture_output=True, text=True)
+    assert refused.returncode != 0

@@ -3,14 +3,12 @@ gives the per-step points of the contract's rule (step i of N runs phase min{k :
 spec or a name in the manifest's "schedules", and a scheduled run equals the same points given with --per-step
 (itself checked step by step against the Python sampler in test_native_runtime.py).
 
-The `schedules` branch (elasticdit.schedules) has not landed on main yet, so the rule is checked against the
-contract reimplemented here in Python's float arithmetic, with that branch's refinement: each cumulative share
-rounded to 9 decimals, so 0.1 + 0.2 is the boundary 0.3 (a case below)."""
+The C++ rule is checked against the Python one (`elasticdit.schedules`, which `generate` samples with): each
+cumulative share rounded to 9 decimals, so 0.1 + 0.2 is the boundary 0.3 (a case below)."""
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 from pathlib import Path
@@ -23,15 +21,12 @@ from typer.testing import CliRunner
 from elasticdit.cli import app
 from elasticdit.generation import noise_for
 from elasticdit.native.errors import NativeRunError
+from elasticdit.schedules import parse_schedule
 
 
 def contract_points(phases: list[tuple[str, float]], steps: int) -> list[str]:
-    cumulative, total = [], 0.0
-    for _, share in phases:
-        total += share
-        cumulative.append(math.floor(total * 1e9 + 0.5) / 1e9)
-    cumulative[-1] = 1.0
-    return [phases[next(k for k, c in enumerate(cumulative) if (i + 0.5) / steps < c)][0] for i in range(steps)]
+    """The Python side's points for each step (elasticdit.schedules, which `generate` samples with)."""
+    return parse_schedule(spec_of(phases)).step_points(steps)
 
 
 def spec_of(phases: list[tuple[str, float]]) -> str:
@@ -161,3 +156,18 @@ def test_cli_generate_native_schedule_equals_python(native, named_bundle, tmp_pa
     one = cli.invoke(app, [*base[:-2], "--op", ran[0], "--runner", "native", "-o", str(tmp_path / "one.png")])
     assert one.exit_code == 0, one.output + one.stderr
     assert not same("one.png", "native.png")
+
+
+def test_profile_host_native_measures_schedules_whole(native, named_bundle):
+    """`profile --runner native` with schedules: each (the manifest's named one and a spec) runs end to end in
+    elasticdit-run, so its row has a measured latency beside the computed one."""
+    args = ["profile", str(named_bundle), "--runner", "native", "--schedule", "r2_d2:0.5,r1_d4:0.5"]
+    result = CliRunner().invoke(app, [*args, "--runs", "2", "--warmup", "0", "--steps", "3", "--json"])
+    assert result.exit_code == 0, result.output + result.stderr
+    report = json.loads(result.stdout)
+    rows = {r["name"]: r for r in report["schedules"]}
+    assert set(rows) == {"cheap-first", "r2_d2:0.5,r1_d4:0.5"}
+    assert rows["cheap-first"]["steps_per_point"] == {"r2_d2": 1, "r1_d4": 2}
+    for row in rows.values():
+        assert row["measured_e2e_ms"]["n"] == 2 and row["measured_e2e_ms"]["min"] > 0 and row["computed_e2e_ms"] > 0
+        assert row["peak_memory_mb"] > 1 and {"denoise_r2_d2", "denoise_r1_d4"} <= set(row["memory"]["methods"])

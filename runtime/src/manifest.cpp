@@ -92,6 +92,19 @@ struct Reader {
     }
     out.inputs = specs(entry, "inputs", context + " " + out.method);
     out.outputs = specs(entry, "outputs", context + " " + out.method);
+    if (entry.contains("resolution") && !entry.at("resolution").is_null()) {
+      const Resolution r = resolution(entry.at("resolution"), context + " " + out.method + " 'resolution'");
+      out.height = r.height;
+      out.width = r.width;
+    }
+  }
+
+  Resolution resolution(const json& v, const std::string& context) const {
+    if (!v.is_array() || v.size() != 2 || !v[0].is_number_integer() || !v[1].is_number_integer() ||
+        v[0].get<int64_t>() <= 0 || v[1].get<int64_t>() <= 0) {
+      throw bad(context + " is not [height, width]");
+    }
+    return {v[0].get<int64_t>(), v[1].get<int64_t>()};
   }
 };
 
@@ -118,6 +131,53 @@ const PointEntry& Manifest::point(const std::string& name) const {
 }
 
 std::string Manifest::path_of(const std::string& file) const { return join_path(bundle_dir, file); }
+
+Manifest Manifest::at_resolution(const Resolution& r) const {
+  std::string have;
+  bool held = false;
+  for (const Resolution& h : resolutions) {
+    held = held || h == r;
+    have += (have.empty() ? "" : ", ") + h.text();
+  }
+  if (!held) {
+    throw Error(ErrorKind::Usage, "the bundle has no methods for " + r.text() + "; it has " + have);
+  }
+  Manifest m = *this;
+  m.height = r.height;
+  m.width = r.width;
+  m.points.clear();
+  for (const PointEntry& p : all_points) {
+    if (Resolution{p.height, p.width} == r) {
+      m.points.push_back(p);
+    }
+  }
+  if (m.points.empty()) {
+    throw Error(ErrorKind::Bundle, bundle_dir + ": the manifest lists " + r.text() + " but no operating point at it");
+  }
+  m.decoder.reset();
+  for (const MethodEntry& d : decoders) {
+    if (Resolution{d.height, d.width} == r) {
+      m.decoder = d;
+      break;
+    }
+  }
+  return m;
+}
+
+Resolution parse_resolution(const std::string& text) {
+  const size_t x = text.find('x');
+  auto part = [&](const std::string& s) -> int64_t {
+    if (s.empty() || s.size() > 9 || s.find_first_not_of("0123456789") != std::string::npos) {
+      return 0;
+    }
+    return std::stoll(s);
+  };
+  const Resolution r = x == std::string::npos ? Resolution{} : Resolution{part(text.substr(0, x)), part(text.substr(x + 1))};
+  if (r.height <= 0 || r.width <= 0) {
+    throw Error(ErrorKind::Usage, "--resolution takes HEIGHTxWIDTH in pixels (e.g. 1024x1024), got '" + text + "'");
+  }
+  return r;
+}
 
 Schedule Manifest::schedule(const std::string& name_or_spec, int steps) const {
   auto it = schedules.find(name_or_spec);
@@ -163,6 +223,27 @@ Manifest read_manifest(const std::string& bundle_dir) {
     }
     m.height = res[0].get<int64_t>();
     m.width = res[1].get<int64_t>();
+    const Resolution fallback{m.height, m.width};
+    m.resolutions.push_back(fallback);
+    if (doc.contains("resolutions") && !doc["resolutions"].is_null()) {
+      if (!doc["resolutions"].is_array() || doc["resolutions"].empty()) {
+        throw r.bad("'resolutions' is not a non-empty list of [height, width]");
+      }
+      m.resolutions.clear();
+      for (const json& each : doc["resolutions"]) {
+        m.resolutions.push_back(r.resolution(each, "an entry of 'resolutions'"));
+      }
+      if (!(m.resolutions.front() == fallback)) {
+        throw r.bad("'resolutions' does not start with 'resolution' (the default)");
+      }
+    }
+    // an entry without "resolution" is at the default one (bundles written before there were several)
+    auto at_default = [&](MethodEntry& e) {
+      if (e.height == 0) {
+        e.height = fallback.height;
+        e.width = fallback.width;
+      }
+    };
     const json& sched = r.at(doc, "scheduler", "the manifest");
     m.steps = static_cast<int>(r.number(sched, "steps", "scheduler"));
     m.shift = r.number(sched, "shift", "scheduler");
@@ -184,15 +265,28 @@ Manifest read_manifest(const std::string& bundle_dir) {
       e.compression_ratio = p.value("compression_ratio", 0);
       e.depth = p.contains("depth") && p["depth"].is_string() ? p["depth"].get<std::string>() : "";
       e.gflops = p.value("gflops", 0.0);
-      m.points.push_back(e);
+      at_default(e);
+      m.all_points.push_back(e);
     }
     m.default_point = doc.contains("default_operating_point") && doc["default_operating_point"].is_string()
                           ? doc["default_operating_point"].get<std::string>()
-                          : m.points.front().name;
+                          : m.all_points.front().name;
     if (doc.contains("decoder") && !doc["decoder"].is_null()) {
       MethodEntry d;
       r.method(doc["decoder"], d, "decoder");
-      m.decoder = d;
+      at_default(d);
+      m.decoders.push_back(d);
+    }
+    if (doc.contains("decoders") && !doc["decoders"].is_null()) {
+      if (!doc["decoders"].is_array()) {
+        throw r.bad("'decoders' is not a list");
+      }
+      for (const json& each : doc["decoders"]) {
+        MethodEntry d;
+        r.method(each, d, "a decoder");
+        at_default(d);
+        m.decoders.push_back(d);
+      }
     }
     if (doc.contains("text_encoder") && !doc["text_encoder"].is_null()) {
       const json& te = doc["text_encoder"];
@@ -248,7 +342,7 @@ Manifest read_manifest(const std::string& bundle_dir) {
                                          " (truncated or replaced)");
     }
   }
-  return m;
+  return m.at_resolution({m.height, m.width});
 }
 
 }  // namespace elasticdit

@@ -1,10 +1,10 @@
 // elasticdit-run: the app-side pipeline from the command line (see docs/runtime.md).
 //
 //   elasticdit-run generate BUNDLE --prompt TEXT --noise NOISE.npy [-o OUT.png|OUT.ppm] [--op NAME |
-//       --schedule NAME|SPEC | --per-step A,B,...] [--steps N] [--cfg S] [--runs N] [--warmup N] [--threads N] [--load-mode mmap|file]
+//       --schedule NAME|SPEC | --per-step A,B,...] [--resolution HxW] [--steps N] [--cfg S] [--runs N] [--warmup N] [--threads N] [--load-mode mmap|file]
 //       [--no-warm-load] [--timings FILE.json] [--json] [--dump DIR] [--verbose]
 //   elasticdit-run methods BUNDLE --out DIR [--inputs DIR] [--threads N] [--load-mode mmap|file] [--verbose]
-//   elasticdit-run schedule BUNDLE --schedule NAME|SPEC [--steps N]
+//   elasticdit-run schedule BUNDLE --schedule NAME|SPEC [--resolution HxW] [--steps N]
 //   elasticdit-run tokenize (BUNDLE | --tokenizer BLOCK.json) (--prompt TEXT | --prompts FILE.json)
 //   elasticdit-run --version
 //
@@ -36,10 +36,10 @@ namespace {
 
 const char* kUsage =
     "usage: elasticdit-run generate BUNDLE --prompt TEXT --noise NOISE.npy [-o OUT.png|OUT.ppm] [--op NAME | "
-    "--schedule NAME|SPEC | --per-step A,B,...] [--steps N] [--cfg S] [--runs N] [--warmup N] [--threads N] [--load-mode mmap|file] "
+    "--schedule NAME|SPEC | --per-step A,B,...] [--resolution HxW] [--steps N] [--cfg S] [--runs N] [--warmup N] [--threads N] [--load-mode mmap|file] "
     "[--no-warm-load] [--timings FILE.json] [--json] [--dump DIR] [--verbose]\n"
     "       elasticdit-run methods BUNDLE --out DIR [--inputs DIR] [--threads N] [--load-mode mmap|file] [--verbose]\n"
-    "       elasticdit-run schedule BUNDLE --schedule NAME|SPEC [--steps N]\n"
+    "       elasticdit-run schedule BUNDLE --schedule NAME|SPEC [--resolution HxW] [--steps N]\n"
     "       elasticdit-run tokenize (BUNDLE | --tokenizer BLOCK.json) (--prompt TEXT | --prompts FILE.json)\n"
     "       elasticdit-run --version\n";
 
@@ -128,6 +128,15 @@ void setup(const Args& a) {
   set_threads(static_cast<int>(threads));
 }
 
+// The manifest at --resolution HxW (default: the bundle's default resolution).
+Manifest manifest_of(const Args& a) {
+  Manifest manifest = read_manifest(a.bundle);
+  if (a.has("resolution")) {
+    return manifest.at_resolution(parse_resolution(a.get("resolution")));
+  }
+  return manifest;
+}
+
 int steps_of(const Args& a, const Manifest& manifest) {
   const long steps = a.integer("steps", manifest.steps);
   if (steps < 1) {
@@ -154,7 +163,7 @@ int schedule(const Args& a) {
   if (!a.has("schedule")) {
     throw Error(ErrorKind::Usage, "schedule needs --schedule NAME|SPEC");
   }
-  const Manifest manifest = read_manifest(a.bundle);
+  const Manifest manifest = manifest_of(a);
   const Schedule s = schedule_of(a, manifest);
   std::string points;
   for (const std::string& p : s.points) {
@@ -188,7 +197,7 @@ int generate(const Args& a) {
                                                  output.substr(output.size() - 4) == ".ppm"))) {
     throw Error(ErrorKind::Usage, "-o must name a .png or .ppm file, got " + output);
   }
-  Manifest manifest = read_manifest(a.bundle);
+  Manifest manifest = manifest_of(a);
   const Schedule schedule = schedule_of(a, manifest);
   const double guidance = a.number("cfg", manifest.guidance);
   if (guidance < 0) {
@@ -298,11 +307,11 @@ int methods(const Args& a) {
   if (manifest.text_encoder) {
     entries.push_back(&*manifest.text_encoder);
   }
-  for (const PointEntry& p : manifest.points) {
+  for (const PointEntry& p : manifest.all_points) {  // every resolution's
     entries.push_back(&p);
   }
-  if (manifest.decoder) {
-    entries.push_back(&*manifest.decoder);
+  for (const MethodEntry& d : manifest.decoders) {
+    entries.push_back(&d);
   }
   std::unique_ptr<Tokenizer> tokenizer;
   if (manifest.tokenizer) {
@@ -410,7 +419,7 @@ int main(int argc, char** argv) {
     const std::set<std::string> common{"threads", "load-mode"};
     if (command == "generate") {
       std::set<std::string> valued{"prompt", "noise", "output", "op", "per-step", "schedule", "steps", "cfg", "runs",
-                                   "warmup", "timings", "dump"};
+                                   "warmup", "timings", "dump", "resolution"};
       valued.insert(common.begin(), common.end());
       return generate(parse(argc, argv, valued, {"json", "no-warm-load", "verbose"}));
     }
@@ -420,7 +429,7 @@ int main(int argc, char** argv) {
       return methods(parse(argc, argv, valued, {"verbose"}));
     }
     if (command == "schedule") {
-      return schedule(parse(argc, argv, {"schedule", "steps"}, {}));
+      return schedule(parse(argc, argv, {"schedule", "steps", "resolution"}, {}));
     }
     if (command == "tokenize") {
       return tokenize(parse(argc, argv, {"prompt", "prompts", "tokenizer"}, {}));

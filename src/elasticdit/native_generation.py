@@ -3,7 +3,8 @@
 
 The seed's noise is drawn here exactly as `generation.noise_for` draws it (torch's generator cannot be reproduced
 in C++) and handed to the runner as a .npy file, so both runners start from the same latent and give the same
-image. A step schedule goes to the runner's `--schedule` (`runner_schedule`). A `Source`, so `generate_image` (and
+image. A step schedule goes to the runner's `--schedule` (`runner_schedule`), `--resolution` to its `--resolution
+HxW` (the bundle's `denoise_<point>_<H>x<W>` and `decode_<H>x<W>` methods). A `Source`, so `generate_image` (and
 `evaluate_source`) run it as they run the others.
 """
 
@@ -30,8 +31,16 @@ def runner_schedule(schedule: Schedule, named: dict[str, Schedule]) -> str:
 class AppRunnerSource(Source):
     """A bundle run by its target's app-side runner; `timings` holds the last run's timings document."""
 
-    def __init__(self, path: str | Path | None, runner: str | Path, threads: int | None = None):
+    def __init__(
+        self,
+        path: str | Path | None,
+        runner: str | Path,
+        threads: int | None = None,
+        resolution: tuple[int, int] | None = None,
+    ):
+        """`resolution`: one of the bundle's `resolutions` (default: its first)."""
         from .bundle.reader import read_bundle
+        from .errors import BundleError
 
         if path is None or not Path(path).is_dir():
             raise GenerationError(
@@ -40,18 +49,26 @@ class AppRunnerSource(Source):
         opened = read_bundle(path, check=False)
         self.path, self.manifest, self.kind = opened.path, opened.manifest, opened.manifest.target
         doc = self.manifest
-        if doc.decoder is None:
+        try:
+            points, decoder = doc.points_at(resolution), doc.decoder_at(resolution)
+        except BundleError as exc:
+            raise GenerationError(f"{self.path}: {exc}") from None
+        if decoder is None:
             raise GenerationError(f"{self.path} has no decode method, so it cannot make images")
-        self.resolution = tuple(doc.resolution)
+        self.resolution = tuple(resolution or doc.resolution)
+        self._resolution_arg = None if resolution is None else f"{resolution[0]}x{resolution[1]}"
         self.steps, self.guidance = int(doc.scheduler["steps"]), float(doc.scheduler["guidance_scale"])
         self.shift = float(doc.scheduler["shift"])
-        self._entries = {p.name: p for p in doc.operating_points}
-        self.points = [PointInfo(p.name, p.gflops, p.compression_ratio, p.depth) for p in doc.operating_points]
+        self._entries = {p.name: p for p in points}
+        self.points = [PointInfo(p.name, p.gflops, p.compression_ratio, p.depth) for p in points]
         self.default_point = doc.default_operating_point or self.points[0].name
         self.named_schedules = dict(doc.schedules)
         self.app = opened.target.app_runner(self.path, runner)
         self.threads = threads
         self.timings: dict[str, Any] | None = None
+
+    def available(self) -> dict[str, list[tuple[int, int]]]:
+        return self.manifest.point_resolutions()
 
     def generate(
         self, prompt, op=None, steps=None, guidance=None, seed=0, on_step: StepCallback | None = None, initial=None
@@ -77,6 +94,7 @@ class AppRunnerSource(Source):
                 guidance=guidance,
                 threads=self.threads,
                 warm_load=False,
+                resolution=self._resolution_arg,
             )
             with Image.open(out) as image:
                 pixels = np.asarray(image.convert("RGB"))

@@ -82,9 +82,7 @@ def generate(
     else:
         from ..native_generation import AppRunnerSource
 
-        if resolution:
-            raise GenerationError("--resolution with --runner native: elasticdit-run runs the default resolution")
-        src = AppRunnerSource(source, runner, threads)
+        src = AppRunnerSource(source, runner, threads, parse_resolution(resolution) if resolution else None)
     total, _ = src.settings(steps, cfg)
     with reporter(total) as report:
         report.stage(f"denoising ({src.kind}{'' if runner == 'python' else ', elasticdit-run'})")

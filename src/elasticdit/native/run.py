@@ -108,8 +108,10 @@ class NativeRunner:
         threads: int | None = None,
         warm_load: bool = True,
         dump: Path | None = None,
+        resolution: str | None = None,
     ) -> dict[str, Any]:
-        """The runner's timings document (format elasticdit-run-timings)."""
+        """The runner's timings document (format elasticdit-run-timings). `resolution`: "HxW", one of the bundle's
+        (default: its default resolution)."""
         with tempfile.TemporaryDirectory(prefix="elasticdit-run-") as tmp:
             noise_path = Path(noise) if isinstance(noise, Path) else Path(tmp) / "noise.npy"
             if not isinstance(noise, Path):
@@ -124,6 +126,8 @@ class NativeRunner:
                 args += ["--per-step", ",".join(per_step)]
             if schedule is not None:
                 args += ["--schedule", schedule]
+            if resolution is not None:
+                args += ["--resolution", resolution]
             if steps is not None:
                 args += ["--steps", str(steps)]
             if guidance is not None:

@@ -145,13 +145,13 @@ def schedules_for(req: ProfileRequest, manifest: Any, resolution: tuple[int, int
     return list(out.values())
 
 
-def measured_schedules(spec: DeviceSpec) -> str | None:
-    """Why a transport cannot run a schedule as a whole (None: it can)."""
-    if spec.kind == "adb":
+def measured_schedules(req: ProfileRequest, spec: DeviceSpec) -> str | None:
+    """Why a transport cannot run a schedule as a whole (None: it can; elasticdit-run runs whole generations)."""
+    if spec.kind == "adb" and not app_runner(req, spec):
         return (
             "adb: executor_runner runs one method per process start, so a whole generation cannot be timed with it; "
-            "a schedule's latency over adb is computed from the per-point step latencies only (an app-side runner "
-            "that runs the sampler on the phone is what can measure it)"
+            "a schedule's latency over adb is computed from the per-point step latencies only (`--runner` an "
+            "elasticdit-run build measures it on the phone)"
         )
     if spec.kind == "ios":
         return "ios: whole generations run through the bundle's host runner, which Core ML bundles lack; computed only"
@@ -171,6 +171,7 @@ def events_for(
         from . import elasticdit_run
 
         app = {"runner": req.runner, "steps": req.steps, "guidance": req.guidance, "memory": req.memory, **common}
+        app["schedules"] = schedules or []
         if spec.kind == "host":
             return elasticdit_run.measure_host(req.bundle, manifest, points, **app)
         return elasticdit_run.measure_adb(req.bundle, manifest, points, serial=spec.serial, timeout=req.timeout, **app)
@@ -248,8 +249,8 @@ def profile_bundle(req: ProfileRequest) -> dict[str, Any]:
     resolution = resolution_for(req, manifest)
     if resolution is not None and app_runner(req, spec):
         raise ProfileError(
-            f"--resolution {resolution[0]}x{resolution[1]} with --runner: elasticdit-run runs the default resolution "
-            f"({manifest.resolution[0]}x{manifest.resolution[1]})"
+            f"--resolution {resolution[0]}x{resolution[1]} with --runner: profiling through elasticdit-run measures "
+            f"the default resolution ({manifest.resolution[0]}x{manifest.resolution[1]}) only"
         )
     schedules = schedules_for(req, manifest, resolution)
     wanted = None
@@ -274,7 +275,7 @@ def profile_bundle(req: ProfileRequest) -> dict[str, Any]:
     device: dict[str, Any] = {"kind": spec.kind}
     events: list[dict[str, Any]] = []
     error = None
-    why_not = measured_schedules(spec)
+    why_not = measured_schedules(req, spec)
     if schedules and why_not:
         settings["schedule_notes"] = [why_not]
     timed = [] if why_not else schedules

@@ -9,6 +9,10 @@ for the prompt and the empty prompt, every step, decode) rather than summed from
   --seed 0` draws it) are pushed to the phone and each point runs there the same way; the timings document it
   prints is parsed.
 
+A step schedule (`--schedule`, and the manifest's named ones) runs the same way, one `elasticdit-run generate
+--schedule NAME|SPEC` process each (the manifest's name, else the exact spec: `native_generation.runner_schedule`),
+so its end-to-end latency is measured on the device too, not only computed from the points' step medians.
+
 Both yield the events `profile.host.measure` yields, plus `e2e_measured_ms` per point. Load first/warm are that
 process' first load of the method and its reload after releasing the program; peak memory is the process' VmHWM
 with the text encoder, the point and the decoder loaded. No per-op breakdown (ETDump: the Python host path or
@@ -43,6 +47,10 @@ MEMORY_METHOD = (
 E2E_MEASURED = (
     "e2e measured: wall time of one whole generation in elasticdit-run (tokenize, encode_text for the prompt and "
     "the empty prompt, every step, decode, 8-bit conversion), no load, no file writing"
+)
+SCHEDULE_MEMORY = (
+    "peak resident set (VmHWM) of the elasticdit-run process holding the text encoder, every denoise method of the "
+    "schedule and the decoder, through warm-up and timed runs"
 )
 NO_OPS = "no per-op breakdown from elasticdit-run (ETDump: the Python host path or executor_runner)"
 
@@ -89,6 +97,25 @@ def timing_events(doc: dict[str, Any], manifest: Any, point: Any, with_aux: bool
     return events
 
 
+def schedule_event(doc: dict[str, Any], schedule: Any, memory: bool) -> dict[str, Any]:
+    """The event `profile.schedule_run.measure_schedule` yields, from the timings document of a scheduled run."""
+    mem = None
+    if memory and doc.get("peak_rss_mb") is not None:
+        methods = list(doc["load_ms"]["first"]["methods"])
+        mem = {"peak_mb": doc["peak_rss_mb"], "process_peak_mb": doc["peak_rss_mb"], "methods": methods}
+        mem["method"] = SCHEDULE_MEMORY
+    return {
+        "event": "schedule",
+        "name": schedule.label,
+        "phases": schedule.to_manifest(),
+        "steps": doc["steps"],
+        "guidance_scale": doc["guidance"],
+        "ms": [r["e2e_ms"] for r in doc["runs"]],
+        "cpu_ms": None,  # elasticdit-run reports wall time only
+        "memory": mem,
+    }
+
+
 def measure_host(
     bundle: Path,
     manifest: Any,
@@ -101,7 +128,10 @@ def measure_host(
     steps: int | None = None,
     guidance: float | None = None,
     memory: bool = True,
+    schedules: list[Any] | None = None,
 ) -> Iterator[dict[str, Any]]:
+    from ..native_generation import runner_schedule
+
     app = get_target(manifest.target).app_runner(bundle, runner)
     yield {"event": "device", "device": dict(host_info(threads), backend=BACKEND)}
     for i, point in enumerate(points):
@@ -118,6 +148,20 @@ def measure_host(
             threads=threads,
         )
         yield from timing_events(doc, manifest, point, i == 0, memory)
+    for schedule in schedules or []:
+        yield {"event": "stage", "text": f"schedule {schedule.label}: {APP_RUNNER}"}
+        doc = app.generate(
+            bundle,
+            PROFILE_PROMPT,
+            noise_for(0, latent_shape(manifest.point(schedule.points[0]))).numpy(),
+            schedule=runner_schedule(schedule, manifest.schedules),
+            steps=steps,
+            guidance=guidance,
+            runs=runs,
+            warmup=warmup,
+            threads=threads,
+        )
+        yield schedule_event(doc, schedule, memory)
 
 
 class AppSession(AdbSession):
@@ -125,8 +169,9 @@ class AppSession(AdbSession):
 
     runner_name = APP_RUNNER
 
-    def command(self, point: str, noise: str, runs: int, warmup: int, steps, guidance) -> str:
-        args = ["generate", ".", "--prompt", PROFILE_PROMPT, "--noise", noise, "--op", point, "--runs", str(runs)]
+    def command(self, pick: list[str], noise: str, runs: int, warmup: int, steps, guidance) -> str:
+        """`pick`: ["--op", POINT] or ["--schedule", NAME|SPEC]."""
+        args = ["generate", ".", "--prompt", PROFILE_PROMPT, "--noise", noise, *pick, "--runs", str(runs)]
         args += ["--warmup", str(warmup), "--json"]
         if steps:
             args += ["--steps", str(steps)]
@@ -136,14 +181,14 @@ class AppSession(AdbSession):
             args += ["--threads", str(self.threads)]
         return f"cd {shlex.quote(self.workdir)} && ./{APP_RUNNER} " + " ".join(shlex.quote(a) for a in args)
 
-    def run_point(self, point: Any, noise: str, runs: int, warmup: int, steps, guidance) -> dict:
-        cmd = self.command(point.name, noise, runs, warmup, steps, guidance)
+    def run_point(self, pick: list[str], noise: str, runs: int, warmup: int, steps, guidance) -> dict:
+        cmd = self.command(pick, noise, runs, warmup, steps, guidance)
         done = self.adb.shell(cmd, check=False, timeout=self.timeout)
         if done.returncode != 0:
             err = parse_error(done.stderr, done.returncode)  # kind "Crash" when the runner printed no named error
             if err.kind == "Crash" and _looks_like_adb_failure(done.stdout + "\n" + done.stderr):
                 raise classify(done.stdout + "\n" + done.stderr, self.adb.serial, True, f"adb shell {APP_RUNNER}")
-            raise DeviceError(f"{APP_RUNNER} on the phone, {point.name}: {err.kind}: {err.message}")
+            raise DeviceError(f"{APP_RUNNER} on the phone, {pick[1]}: {err.kind}: {err.message}")
         return parse_timings(done.stdout)
 
 
@@ -162,7 +207,10 @@ def measure_adb(
     steps: int | None = None,
     guidance: float | None = None,
     adb_exe: str | None = None,
+    schedules: list[Any] | None = None,
 ) -> Iterator[dict[str, Any]]:
+    from ..native_generation import runner_schedule
+
     adb = Adb(adb_exe, timeout)
     runner = check_runner(runner)
     dev = adb.select(serial)
@@ -171,7 +219,8 @@ def measure_adb(
     try:  # every listed file (the runner checks them all: programs, tokenizer files) and the manifest
         session.setup(bundle, [*sorted(f["path"] for f in manifest.files), "manifest.json"])
         noises: dict[tuple[int, ...], str] = {}
-        for i, point in enumerate(points):
+
+        def noise(point: Any) -> str:
             shape = tuple(latent_shape(point))
             if shape not in noises:
                 noises[shape] = f"noise-{len(noises)}.npy"
@@ -179,8 +228,18 @@ def measure_adb(
                     local = Path(tmp) / noises[shape]
                     np.save(local, noise_for(0, list(shape)).numpy())
                     adb.run("push", str(local), f"{session.workdir}/{noises[shape]}")
+            return noises[shape]
+
+        for i, point in enumerate(points):
+            file = noise(point)
             yield {"event": "stage", "text": f"{point.name} on {dev.serial} ({APP_RUNNER})"}
-            doc = session.run_point(point, noises[shape], runs, warmup, steps, guidance)
+            doc = session.run_point(["--op", point.name], file, runs, warmup, steps, guidance)
             yield from timing_events(doc, manifest, point, i == 0, memory)
+        for schedule in schedules or []:
+            file = noise(manifest.point(schedule.points[0]))
+            yield {"event": "stage", "text": f"schedule {schedule.label} on {dev.serial} ({APP_RUNNER})"}
+            pick = ["--schedule", runner_schedule(schedule, manifest.schedules)]
+            doc = session.run_point(pick, file, runs, warmup, steps, guidance)
+            yield schedule_event(doc, schedule, memory)
     finally:
         session.cleanup()
