@@ -6,7 +6,7 @@ python benchmarks/byte_identity.py --before REV --after REV --checkpoint CKPT [-
 Each revision is checked out as a detached git worktree in a temporary folder (removed at the end) and run
 through its own CLI (`python -c "from elasticdit.cli import main; main()"` with PYTHONPATH=<worktree>/src) in
 this interpreter's environment, so the code is the only variable. Both sides export every recipe from the same
-checkpoint (a positional argument in both CLIs) with the same options, one `nice -n 10` subprocess at a time,
+checkpoint (a positional argument in both CLIs) with the same options, one subprocess at a time at niceness 10,
 into the same relative path, and every file of each bundle is hashed (sha256, recursively: inside .mlpackage
 folders too). Where a recipe's bundles are identical, `verify --json` is compared, and for bundles this host
 runs (android, onnx) `generate --json` (and the PNG's bytes) and `eval --json`; once per run `inspect --json`,
@@ -77,7 +77,8 @@ class Side:
 
     def run(self, *args: str) -> dict:
         """Run `elasticdit ARGS` in this side's output folder: exit code, JSON (timings removed) or error line."""
-        cmd = ["nice", "-n", "10", sys.executable, "-c", "from elasticdit.cli import main; main()", *args]
+        niceness = str(max(0, 10 - os.nice(0)))  # niceness 10 in all, also when this script runs under nice
+        cmd = ["nice", "-n", niceness, sys.executable, "-c", "from elasticdit.cli import main; main()", *args]
         start = time.perf_counter()
         done = subprocess.run(cmd, cwd=self.out, env=self.env, capture_output=True, text=True)
         result: dict = {"rc": done.returncode, "wall_s": round(time.perf_counter() - start, 1)}
