@@ -1,7 +1,7 @@
 """Do two revisions write the same bundles and JSON documents? (e.g. a refactor that must change no bytes)
 
 python benchmarks/byte_identity.py --before REV --after REV --checkpoint CKPT [--recipes android-fp32,ios-fp16,...]
-                                   [--ops r1_d6,r4_d3] [--json PATH] [--keep DIR]
+                                   [--ops r1_d6,r4_d3] [--json PATH] [--keep DIR] [--bytes-only]
 
 Each revision is checked out as a detached git worktree in a temporary folder (removed at the end) and run
 through its own CLI (`python -c "from elasticdit.cli import main; main()"` with PYTHONPATH=<worktree>/src) in
@@ -14,7 +14,8 @@ runs (android, onnx) `generate --json` (and the PNG's bytes) and `eval --json`; 
 measurements) and `plan --json` on the before side's profile. JSON documents are compared with the output and
 checkout folders replaced by placeholders and timing fields removed (keys ending in _ms / _s / _seconds,
 `seconds`, `load_average`); a command is also compared by its exit code and, when it fails, the first error
-line of its stderr. Exit status 1 when a bundle file or a JSON document differs.
+line of its stderr. --bytes-only compares the exports (files and `export --json`) and nothing else. Exit
+status 1 when a bundle file or a JSON document differs.
 """
 
 from __future__ import annotations
@@ -117,7 +118,9 @@ def compare_command(sides: dict[str, Side], report: dict, label: str, *args: str
     return equal
 
 
-def compare_recipe(sides: dict[str, Side], report: dict, recipe: str, checkpoint: str, ops: str) -> bool:
+def compare_recipe(
+    sides: dict[str, Side], report: dict, recipe: str, checkpoint: str, ops: str, bytes_only: bool
+) -> bool:
     target = recipe.split("-")[0]
     row: dict = {"recipe": recipe}
     for name, side in sides.items():
@@ -141,8 +144,8 @@ def compare_recipe(sides: dict[str, Side], report: dict, recipe: str, checkpoint
     )
     for name in row["differing"] + row["only_before"] + row["only_after"]:
         print(f"  differs: {name}")
-    if not ok:
-        return False
+    if not ok or bytes_only:
+        return ok
     ok &= compare_command(sides, report, f"verify {recipe}", "verify", recipe, "--checkpoint", checkpoint, "--json")
     if target in HOST_RUNS:
         op = ops.split(",")[-1]
@@ -173,6 +176,7 @@ def main() -> None:
     parser.add_argument("--recipes", default=RECIPES)
     parser.add_argument("--ops", default="r1_d6,r4_d3")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--bytes-only", action="store_true", help="Compare the exports only (no other command).")
     parser.add_argument("--keep", type=Path, help="Keep the bundles under this folder (default: removed).")
     args = parser.parse_args()
     checkpoint = str(Path(args.checkpoint).resolve())
@@ -195,13 +199,17 @@ def main() -> None:
     try:
         for name in SIDES:
             sides[name] = Side(name, getattr(args, name), work, root)
-        ok = compare_command(sides, report, "inspect", "inspect", checkpoint, "--json")
-        ok &= compare_command(sides, report, "devices", "devices", "--json")
+        ok = True
+        if not args.bytes_only:
+            ok &= compare_command(sides, report, "inspect", "inspect", checkpoint, "--json")
+            ok &= compare_command(sides, report, "devices", "devices", "--json")
         profiled = False
         for recipe in args.recipes.split(","):
-            identical = compare_recipe(sides, report, recipe, checkpoint, args.ops)
+            identical = compare_recipe(sides, report, recipe, checkpoint, args.ops, args.bytes_only)
             ok &= identical
-            if identical and recipe.startswith("android") and not profiled:  # once, on the first identical one
+            if (
+                identical and recipe.startswith("android") and not (profiled or args.bytes_only)
+            ):  # once, on the first identical one
                 ok &= compare_profile_and_plan(sides, report, recipe)
                 profiled = True
     finally:
