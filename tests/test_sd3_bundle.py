@@ -316,3 +316,64 @@ def test_bad_resolutions_are_named_errors(sd3, multi_bundle, tmp_path, args, wor
     assert result.exit_code == 1 and result.stderr.startswith("error:"), result.output
     assert words in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not out.exists() and not (tmp_path / "out.png").exists()
+
+
+def test_profile_and_plan_take_the_resolution(multi_bundle, tmp_path):
+    """`profile --resolution` measures that resolution's methods (the `_HxW` denoise method, its decoder, its
+    peak-memory child) and says so in the report; `plan --resolution` takes a profile of that resolution and
+    refuses one of another; without the option both are the default resolution's, as before."""
+    base = ["profile", str(multi_bundle), "--runs", "1", "--warmup", "0", "--no-op-breakdown", "--json"]
+    reports = {}
+    for at in ("64x96", None):
+        result = runner.invoke(app, [*base, *(["--resolution", at] if at else []), "--steps", "2"])
+        assert result.exit_code == 0, result.output
+        reports[at] = json.loads(result.stdout)
+    wide, default = reports["64x96"], reports[None]
+    assert wide["resolution"] == [64, 96] and default["resolution"] == [64, 64]
+    assert [(p["name"], p["method"]) for p in wide["operating_points"]] == [("r1_d3", "denoise_r1_d3_64x96")]
+    assert [(p["name"], p["method"]) for p in default["operating_points"]] == [("r1_d3", "denoise_r1_d3")]
+    assert (wide["decoder"]["method"], default["decoder"]["method"]) == ("decode_64x96", "decode")
+    assert wide["operating_points"][0]["memory"]["methods"] == ["encode_text", "decode_64x96", "denoise_r1_d3_64x96"]
+    assert wide["operating_points"][0]["tokens"] > default["operating_points"][0]["tokens"]
+    assert wide.keys() == default.keys() and wide["settings"].keys() == default["settings"].keys()
+
+    path = tmp_path / "profile.json"
+    path.write_text(json.dumps(wide))
+    plan = ["plan", "--profile", str(path), "--budget-ms", "1e9", "--json"]
+    result = runner.invoke(app, [*plan, "--resolution", "64x96"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["resolution"] == [64, 96] and doc["choice"]["name"] == "r1_d3"
+    assert "resolution" not in json.loads(runner.invoke(app, plan).stdout)  # unchanged without the option
+    result = runner.invoke(app, [*plan, "--resolution", "64x64"])  # a profile of another resolution: refused
+    assert result.exit_code == 1 and result.stdout == "", result.output
+    assert "measured 64x96, not 64x64: profile the bundle with --resolution 64x64" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--resolution", "96x96"], "the bundle has no methods for 96x96; it has 64x64, 64x96"),
+        (["--resolution", "64by96"], "is not HEIGHTxWIDTH"),
+        (["--resolution", "64x96", "--ops", "r9_d9"], "no operating point r9_d9 at 64x96; it has r1_d3"),
+        (["--resolution", "64x96", "--runner", "native"], "measures the default resolution (64x64) only"),
+    ],
+)
+def test_profile_at_a_resolution_the_bundle_lacks_is_a_named_error(multi_bundle, args, words):
+    result = runner.invoke(app, ["profile", str(multi_bundle), "--runs", "1", *args])
+    assert result.exit_code == 1 and result.stderr.startswith("error:") and result.stdout == "", result.output
+    assert words in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_remote_runner_takes_the_resolution(multi_bundle, capsys):
+    """The ssh transport's board-side runner (`python -m elasticdit.profile.remote --resolution HxW`) measures
+    that resolution's methods."""
+    from elasticdit.profile import remote
+
+    args = [str(multi_bundle), "--runs", "1", "--warmup", "0", "--no-memory", "--no-op-breakdown"]
+    assert remote.main([*args, "--resolution", "64x96"]) == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    measured = [(e["event"], e["method"]) for e in events if e["event"] in ("method", "point")]
+    assert measured == [("method", "encode_text"), ("method", "decode_64x96"), ("point", "denoise_r1_d3_64x96")]
+    assert remote.main([*args, "--resolution", "96x96"]) == 1
+    assert "has no methods for 96x96" in capsys.readouterr().out

@@ -7,7 +7,8 @@ Choices made once per target (`Target.formulation`), like the attention core a r
   1/D (`model/layers.py`), which XNNPACK delegates whole (`"matmul"`); Core ML wants the plain reduction
   (`"reduction"`: each such linear becomes `aten.mean.dim(x, [-1], keepdim=True)` after export, because
   coremltools 9.0's `fuse_linear_bias` pass crashes on that linear followed by a scalar add);
-- decompose: `run_decompositions({})` (the core ATen opset) before the target converts the program (Core ML);
+- decompose: `run_decompositions({})` (the core ATen opset) before the target converts the program (Core ML),
+  then every `aten.alias` (a no-op view, which Core ML cannot convert) replaced by its input;
 - norms: LayerNorm/RMSNorm as written (`"plain"`) or row-scaled so float16 compute cannot overflow their squares
   (`"fp16_safe"`, `model.layers.fp16_safe_norms`: Core ML, whose fp16 recipes compute in float16; the same maths,
   a few more elementwise ops per norm, and no float32 island that would split the Neural Engine's work).
@@ -84,10 +85,25 @@ def means_as_reductions(ep: torch.export.ExportedProgram) -> int:
     return count
 
 
+def drop_aliases(ep: torch.export.ExportedProgram) -> int:
+    """`aten.alias` (what decomposing a no-op view leaves, e.g. `bias[:n, :n]` of an n x n buffer) -> its input;
+    returns how many. Core ML's converter has no alias op; a graph without one is left untouched (same code)."""
+    gm = ep.graph_module
+    aliases = [n for n in gm.graph.nodes if n.op == "call_function" and n.target == torch.ops.aten.alias.default]
+    for node in aliases:
+        node.replace_all_uses_with(node.args[0])
+        gm.graph.erase_node(node)
+    if aliases:
+        gm.graph.lint()
+        gm.recompile()
+    return len(aliases)
+
+
 def formulate(ep: torch.export.ExportedProgram, formulation: Formulation) -> torch.export.ExportedProgram:
     if formulation.decompose:
         with torch.no_grad():
             ep = ep.run_decompositions({})
+        drop_aliases(ep)
     if formulation.means == "reduction":
         means_as_reductions(ep)
     return ep

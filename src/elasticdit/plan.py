@@ -43,6 +43,19 @@ def load_results(path: str | Path) -> dict[str, Any]:
     return doc
 
 
+def check_resolution(results: dict[str, Any], resolution: tuple[int, int], path: str | Path) -> None:
+    """A plan for `resolution` needs a profile measured there (its rows are that resolution's methods): a
+    `ProfileError` naming both otherwise."""
+    have = results.get("resolution")
+    want = f"{resolution[0]}x{resolution[1]}"
+    if not (isinstance(have, list) and len(have) == 2):
+        raise ProfileError(f"{path} does not say which resolution it measured; profile again with --resolution {want}")
+    if tuple(have) != tuple(resolution):
+        raise ProfileError(
+            f"{path} measured {have[0]}x{have[1]}, not {want}: profile the bundle with --resolution {want}"
+        )
+
+
 def planned_mb(point: dict[str, Any]) -> float | None:
     """A point's planned memory from its bundle's manifest (resident weights + the planned activation arena),
     for a profile that measured no peak; None when the bundle states no weight bytes."""

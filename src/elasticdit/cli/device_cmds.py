@@ -11,6 +11,7 @@ from rich.table import Table
 
 from .app import (
     JsonOpt,
+    ResolutionChoiceOpt,
     app,
     err,
     out,
@@ -82,11 +83,13 @@ def profile(
             show_default=False,
         ),
     ] = None,
+    resolution: ResolutionChoiceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Latency per operating point (load, denoise iterations, decode, text, end to end), peak memory, per-op times;
-    and per step schedule, end to end."""
+    and per step schedule, end to end. At one of the bundle's resolutions (--resolution; the report says which)."""
     from ..profile import ProfileRequest, profile_bundle
+    from .app import parse_resolution
 
     report = profile_bundle(
         ProfileRequest(
@@ -109,13 +112,16 @@ def profile(
             memory=memory,
             op_breakdown=op_breakdown,
             schedules=list(schedule or []),
+            resolution=parse_resolution(resolution) if resolution else None,
         )
     )
     if as_json:
         print_json(report)
     else:
         s, dev = report["settings"], report["device"]
-        table = Table(title=f"{report['bundle']} on {dev.get('name') or dev.get('kind')} ({dev.get('backend', '')})")
+        h, w = report["resolution"]
+        where = f"{report['bundle']} at {h}x{w} on {dev.get('name') or dev.get('kind')}"
+        table = Table(title=f"{where} ({dev.get('backend', '')})")
         cols = ("point", "GFLOPs", "load ms", "denoise ms min/med/p90", "decode ms", "text ms", "e2e ms", "peak MB")
         for col in (*cols, "top op"):
             table.add_column(col, justify="left" if col in ("point", "top op") else "right", no_wrap=col != "top op")
@@ -252,12 +258,27 @@ def plan(
             '"schedules": [{"phases", "score"}]} (`eval --json`, or pareto.json from `eval --search-schedules`).'
         ),
     ] = None,
+    resolution: Annotated[
+        str | None,
+        typer.Option(
+            "--resolution",
+            help="HEIGHTxWIDTH the plan is for: the profile must have been measured there (`profile --resolution`); "
+            "default: the profile's.",
+            show_default=False,
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """The best operating point or step schedule whose end-to-end latency (and memory) fit the budget."""
-    from ..plan import load_results, read_schedule_quality
+    from ..plan import check_resolution, load_results, read_schedule_quality
     from ..plan import plan as make_plan
     from ..profile.report import read_quality
+    from .app import parse_resolution
+
+    results = load_results(profile_results)
+    at = parse_resolution(resolution) if resolution else None
+    if at is not None:
+        check_resolution(results, at, profile_results)
 
     source = "--memory-mb" if memory_mb is not None else None
     if memory_mb is None and device:
@@ -266,7 +287,7 @@ def plan(
         prof = find_profile(device)
         memory_mb, source = float(prof.app_memory_mb), f"device profile {prof.name} ({prof.app_memory_basis})"
     result = make_plan(
-        load_results(profile_results),
+        results,
         budget_ms,
         memory_mb,
         steps,
@@ -274,6 +295,8 @@ def plan(
         source,
         read_schedule_quality(quality) if quality else None,
     )
+    if at is not None:  # only when asked: a plan without --resolution prints what it printed before the option
+        result["resolution"] = list(at)
     if as_json:
         print_json({k: v for k, v in result.items()})
         return
@@ -281,7 +304,8 @@ def plan(
     memory = f", {c['peak_memory_mb']:.0f} MB" if c["peak_memory_mb"] is not None else ""
     rank = f"score {c['score']:g}" if result["ranked_by"] == "score" else f"{c['gflops']:.3f} GFLOPs/step"
     out.print(
-        f"[bold]{escape(c['name'])}[/]: {c['e2e_ms']:.1f} ms at {result['steps']} steps{memory} ({rank}); budget "
+        f"[bold]{escape(c['name'])}[/]{' at ' + resolution if at else ''}: {c['e2e_ms']:.1f} ms at {result['steps']} "
+        f"steps{memory} ({rank}); budget "
         f"{budget_ms:g} ms" + (f", {memory_mb:g} MB" if memory_mb is not None else "")
     )
     weighed = result["weighed"]

@@ -354,13 +354,14 @@ def measure(
     with_ops: bool = True,
     memory: bool = True,
     adb_exe: str | None = None,
+    resolution: tuple[int, int] | None = None,
 ) -> Iterator[dict[str, Any]]:
     adb = Adb(adb_exe, timeout)
     runner = check_runner(runner)
     dev = adb.select(serial)
     yield {"event": "device", "device": device_info(adb, dev, threads)}
     session = AdbSession(adb, runner, threads, timeout)
-    aux = [e for e in (manifest.text_encoder, manifest.decoder) if e is not None]
+    aux = [e for e in (manifest.text_encoder, manifest.decoder_at(resolution)) if e is not None]  # that of `points`
     files = sorted({f for e in [*points, *aux] for f in (e.file, e.data_file) if f})
     try:
         session.setup(bundle, files)

@@ -40,6 +40,7 @@ class ProfileRequest:
     op_breakdown: bool = True
     progress: bool | None = None
     schedules: list[str] = field(default_factory=list)  # specs or manifest names; the manifest's are always added
+    resolution: tuple[int, int] | None = None  # one of the bundle's resolutions (None: its default)
 
 
 @dataclass
@@ -73,18 +74,31 @@ def parse_device(spec: str) -> DeviceSpec:
     raise DeviceError(f"unknown device '{spec}': use {DEVICE_FORMS} (hosts file: {hosts_file()})")
 
 
-def method_entries(manifest: Any, names: list[str] | None) -> list[Any]:
-    """The operating points to measure: those `names` names, in that order and each once (the report lists --ops
+def method_entries(manifest: Any, names: list[str] | None, resolution: tuple[int, int] | None = None) -> list[Any]:
+    """The operating points to measure at `resolution` (None: the bundle's default; one it lacks is a named
+    `BundleError` listing its resolutions): those `names` names, in that order and each once (the report lists --ops
     first, then the points a schedule adds: tests/test_schedules.py); every point in manifest order when `names` is
     None or empty."""
-    points = manifest.points_at()  # the default resolution's (another resolution is not profiled yet)
+    points = manifest.points_at(resolution)
     if not names:
         return list(points)
     known = {p.name: p for p in points}
     unknown = [n for n in names if n not in known]
     if unknown:
-        raise OperatingPointError(f"the bundle has no operating point {', '.join(unknown)}; it has {', '.join(known)}")
+        at = f" at {resolution[0]}x{resolution[1]}" if resolution is not None else ""
+        raise OperatingPointError(
+            f"the bundle has no operating point {', '.join(unknown)}{at}; it has {', '.join(known)}"
+        )
     return [known[n] for n in dict.fromkeys(names)]
+
+
+def resolution_for(req: ProfileRequest, manifest: Any) -> tuple[int, int] | None:
+    """`--resolution`, checked against the bundle's (a named `BundleError` listing them); None for its default, so
+    a one-resolution bundle's profile is what it was before the option existed."""
+    if req.resolution is None:
+        return None
+    manifest.points_at(req.resolution)  # the bundle's resolutions, or the named error
+    return None if tuple(req.resolution) == tuple(manifest.resolution) else tuple(req.resolution)  # type: ignore
 
 
 def _validate(req: ProfileRequest) -> None:
@@ -113,9 +127,9 @@ def app_runner(req: ProfileRequest, spec: DeviceSpec) -> bool:
     return path.is_file() and is_elasticdit_run(path)
 
 
-def schedules_for(req: ProfileRequest, manifest: Any) -> list[Schedule]:
-    """The manifest's named schedules, then those asked for (a spec or a manifest name), checked; one-point
-    schedules are the points themselves and are left out."""
+def schedules_for(req: ProfileRequest, manifest: Any, resolution: tuple[int, int] | None = None) -> list[Schedule]:
+    """The manifest's named schedules, then those asked for (a spec or a manifest name), checked at `resolution`
+    (None: the default); one-point schedules are the points themselves and are left out."""
     from ..schedules import check, resolve
 
     held = manifest.point_resolutions()
@@ -125,7 +139,7 @@ def schedules_for(req: ProfileRequest, manifest: Any) -> list[Schedule]:
     ]
     out: dict[tuple, Schedule] = {}
     for schedule in wanted:
-        check(schedule, held, tuple(manifest.resolution), where=str(req.bundle))
+        check(schedule, held, tuple(resolution or manifest.resolution), where=str(req.bundle))
         if schedule.single is None:
             out.setdefault(tuple(schedule.phases), schedule)
     return list(out.values())
@@ -145,9 +159,14 @@ def measured_schedules(req: ProfileRequest, spec: DeviceSpec) -> str | None:
 
 
 def events_for(
-    req: ProfileRequest, spec: DeviceSpec, manifest: Any, points: list[Any], schedules: list[Schedule] | None = None
+    req: ProfileRequest,
+    spec: DeviceSpec,
+    manifest: Any,
+    points: list[Any],
+    schedules: list[Schedule] | None = None,
+    resolution: tuple[int, int] | None = None,
 ) -> Iterator[dict]:
-    common = {"runs": req.runs, "warmup": req.warmup, "threads": req.threads}
+    common: dict[str, Any] = {"runs": req.runs, "warmup": req.warmup, "threads": req.threads}
     if app_runner(req, spec):  # whole pipelines in elasticdit-run, timed end to end
         from . import elasticdit_run
 
@@ -158,6 +177,7 @@ def events_for(
         return elasticdit_run.measure_adb(req.bundle, manifest, points, serial=spec.serial, timeout=req.timeout, **app)
     steps = req.steps or int(manifest.scheduler.get("steps", 1))
     timed = {"schedules": schedules or [], "steps": steps, "guidance": req.guidance}
+    common["resolution"] = resolution  # the decoder measured beside the points is that resolution's
     if spec.kind in ("host", "ios"):  # in this process: the target's profile backend (Core ML on a Mac for ios)
         from .host import measure
 
@@ -226,11 +246,17 @@ def profile_bundle(req: ProfileRequest) -> dict[str, Any]:
             f"{bundle} is an {manifest.target} bundle; --device {spec.kind} runs {' and '.join(runs)} bundles"
         )
     opened.check_files()
-    schedules = schedules_for(req, manifest)
+    resolution = resolution_for(req, manifest)
+    if resolution is not None and app_runner(req, spec):
+        raise ProfileError(
+            f"--resolution {resolution[0]}x{resolution[1]} with --runner: profiling through elasticdit-run measures "
+            f"the default resolution ({manifest.resolution[0]}x{manifest.resolution[1]}) only"
+        )
+    schedules = schedules_for(req, manifest, resolution)
     wanted = None
     if req.ops:  # the points a schedule runs are measured too: its computed latency needs them
         wanted = [*req.ops, *(p for s in schedules for p in s.points)]  # method_entries keeps each once
-    points = method_entries(manifest, wanted)
+    points = method_entries(manifest, wanted, resolution)
     scores = read_quality(req.quality) if req.quality else None
     steps = req.steps or int(manifest.scheduler.get("steps", 1))
     settings = {
@@ -245,7 +271,7 @@ def profile_bundle(req: ProfileRequest) -> dict[str, Any]:
         "load_definition": "first: load_program + load_method the first time in the process (on a phone: the "
         "first executor_runner start); warm: the same again with the file cached",
     }
-    aux = len(manifest.methods()) - len(manifest.operating_points)
+    aux = sum(e is not None for e in (manifest.text_encoder, manifest.decoder_at(resolution)))
     device: dict[str, Any] = {"kind": spec.kind}
     events: list[dict[str, Any]] = []
     error = None
@@ -256,7 +282,7 @@ def profile_bundle(req: ProfileRequest) -> dict[str, Any]:
     with reporter(len(points) + aux + len(timed), req.progress) as bar:
         bar.stage(f"connecting to {req.device}")
         try:
-            for event in events_for(req, spec, manifest, points, timed):
+            for event in events_for(req, spec, manifest, points, timed, resolution):
                 if event["event"] == "device":
                     device = event["device"]
                 elif event["event"] == "stage":
@@ -269,7 +295,7 @@ def profile_bundle(req: ProfileRequest) -> dict[str, Any]:
     notes = sorted({n for e in events for n in e.get("notes", [])})
     if notes:
         settings["notes"] = notes
-    report = build_report(manifest, str(bundle), device, settings, events, scores, error, schedules)
+    report = build_report(manifest, str(bundle), device, settings, events, scores, error, schedules, resolution)
     if req.out:
         write_outputs(report, Path(req.out), events)
     return report

@@ -70,9 +70,11 @@ def measure(
     schedules: list[Any] | None = None,
     steps: int = 1,
     guidance: float | None = None,
+    resolution: tuple[int, int] | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Events: device, then text encoder and decoder (once per bundle), then one per operating point, then one
-    per step schedule (whole generations of `steps` steps at `guidance`, `schedule_run.py`)."""
+    """Events: device, then text encoder and decoder (once per bundle; the decoder at `resolution`, that of
+    `points`; None: the default), then one per operating point, then one per step schedule (whole generations of
+    `steps` steps at `guidance` and `resolution`, `schedule_run.py`)."""
     from .memory import measure_peak_memory
 
     backend = host_backend(bundle, manifest, threads)
@@ -85,7 +87,7 @@ def measure(
             runtime_start_ms=round(backend.runtime_start_ms, 3),
         ),
     }
-    aux = [e for e in (manifest.text_encoder, manifest.decoder) if e is not None]
+    aux = [e for e in (manifest.text_encoder, manifest.decoder_at(resolution)) if e is not None]
     for entry in aux:
         yield {"event": "stage", "text": f"{entry.method}: timing"}
         yield {"event": "method", **measure_method(backend, entry, runs, warmup, with_ops)}
@@ -102,4 +104,6 @@ def measure(
         from .schedule_run import measure_schedule
 
         yield {"event": "stage", "text": f"schedule {schedule.label}: {steps}-step generations"}
-        yield measure_schedule(bundle, manifest, schedule, steps, guidance, runs, warmup, threads, memory, python)
+        yield measure_schedule(
+            bundle, manifest, schedule, steps, guidance, runs, warmup, threads, memory, python, resolution
+        )

@@ -3,6 +3,7 @@
     python -m elasticdit.profile.remote BUNDLE [--ops a,b] [--runs N] [--warmup K] [--threads T]
                                        [--no-memory] [--no-op-breakdown]
                                        [--schedule SPEC ...] [--steps N] [--guidance G]
+                                       [--resolution HxW]
 
 Prints one JSON object per line on stdout as each measurement finishes (`device`, `method`, `point`), then
 `{"event": "done"}`; a failure prints `{"event": "error", "message": ...}` and exits 1. Streaming means the
@@ -21,6 +22,11 @@ def emit(doc: dict) -> None:
     sys.stdout.flush()
 
 
+def _resolution(text: str) -> tuple[int, int]:
+    h, _, w = text.partition("x")
+    return int(h), int(w)  # argparse reports a ValueError as a usage error
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -35,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--schedule", action="append", default=[])
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--guidance", type=float, default=None)
+    parser.add_argument("--resolution", type=_resolution, default=None)
     args = parser.parse_args(argv)
 
     from ..quiet import silence_library_noise
@@ -48,8 +55,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         manifest = read_bundle(args.bundle, check=False).manifest
-        points = method_entries(manifest, args.ops.split(",") if args.ops else None)
-        held, at = manifest.point_resolutions(), tuple(manifest.resolution)
+        points = method_entries(manifest, args.ops.split(",") if args.ops else None, args.resolution)
+        held, at = manifest.point_resolutions(), tuple(args.resolution or manifest.resolution)
         schedules = [check(parse_schedule(spec), held, at) for spec in args.schedule]
         for event in measure(
             args.bundle,
@@ -63,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             schedules=schedules,
             steps=args.steps or int(manifest.scheduler.get("steps", 1)),
             guidance=args.guidance,
+            resolution=args.resolution,
         ):
             emit(event)
     except ElasticDiTError as exc:

@@ -59,14 +59,16 @@ def build_report(
     scores: dict[str, float] | None = None,
     error: str | None = None,
     schedules: list[Any] | None = None,
+    resolution: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
-    """The profile document (`--json`); `events` are what a transport yielded, in order."""
+    """The profile document (`--json`); `events` are what a transport yielded, in order; its `resolution` is
+    the one every row was measured at (`resolution`, None: the bundle's default)."""
     by_kind = {e["kind"]: e for e in events if e["event"] == "method"}
     text, decode = by_kind.get("encode_text"), by_kind.get("decode")
     text_stats, decode_stats = _method_stats(text), _method_stats(decode)
     text_ms = text_stats["median"] if text_stats else None
     decode_ms = decode_stats["median"] if decode_stats else None
-    meta = {p.name: p for p in manifest.points_at()}
+    meta = {p.name: p for p in manifest.points_at(resolution)}
     points = []
     for e in (e for e in events if e["event"] == "point"):
         p = meta[e["name"]]
@@ -103,14 +105,14 @@ def build_report(
         if scores and e["name"] in scores:
             row["score"] = scores[e["name"]]
         points.append(row)
-    wanted = settings.get("operating_points") or [p.name for p in manifest.points_at()]
+    wanted = settings.get("operating_points") or [p.name for p in manifest.points_at(resolution)]
     done = {p["name"] for p in points}
     doc = {
         "device": device,
         "bundle": bundle,
         "target": manifest.target,
         "recipe": manifest.recipe.name,
-        "resolution": list(manifest.resolution),
+        "resolution": list(resolution or manifest.resolution),
         "settings": dict(settings, e2e_rule=E2E_RULE),
         "complete": error is None and done >= set(wanted),
         "missing": [n for n in wanted if n not in done],

@@ -4,7 +4,8 @@ Each run is what `generate` does on this host (`generation.BundleSource`, the sa
 prompt through `encode_text` (its embedding is not reused between runs; the unconditional one is, as the e2e
 rule assumes an app caches it), `steps` denoise steps each calling the method of the point the schedule gives
 that step (twice per step under classifier-free guidance unless the bundle is batched for it), then `decode`.
-Wall time and process CPU time (all threads) per run, after `warmup` untimed runs that also load every method.
+At `resolution` (None: the bundle's default), each point's method there. Wall time and process CPU time (all
+threads) per run, after `warmup` untimed runs that also load every method.
 Peak memory: a fresh child (`memory.py`) that loads the text encoder, the decoder and every point of the
 schedule, the methods an app holds to run it.
 """
@@ -29,11 +30,12 @@ def measure_schedule(
     threads: int | None,
     memory: bool = True,
     python: str | None = None,
+    resolution: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     from ..generation import BundleSource
     from .memory import measure_peak_memory
 
-    source = BundleSource(bundle, threads)
+    source = BundleSource(bundle, threads, resolution)
     prompt = PROMPT if manifest.text_encoder is not None else ""
     scale = source.guidance if guidance is None else guidance
     for _ in range(max(1, warmup)):
@@ -47,8 +49,8 @@ def measure_schedule(
         cpu.append((time.process_time() - c0) * 1e3)
     mem = None
     if memory:
-        aux = [e.method for e in (manifest.text_encoder, manifest.decoder) if e is not None]
-        methods = aux + [manifest.point(p, manifest.resolution).method for p in schedule.points]
+        aux = [e.method for e in (manifest.text_encoder, manifest.decoder_at(resolution)) if e is not None]
+        methods = aux + [manifest.point(p, resolution or manifest.resolution).method for p in schedule.points]
         mem = measure_peak_memory(bundle, methods, threads, python=python)
     return {
         "event": "schedule",

@@ -261,6 +261,7 @@ def measure(
     schedules: list[Any] | None = None,
     steps: int = 1,
     guidance: float | None = None,
+    resolution: tuple[int, int] | None = None,
 ) -> Iterator[dict[str, Any]]:
     ssh = Ssh(target, opts)
     remote = ssh.run("mktemp -d /tmp/elasticdit-profile.XXXXXX", timeout=60).stdout.strip()
@@ -280,6 +281,8 @@ def measure(
         ]
         if threads:
             args += ["--threads", str(threads)]
+        if resolution is not None:  # only when not the default: a board's older elasticdit reads the rest
+            args += ["--resolution", f"{resolution[0]}x{resolution[1]}"]
         if not memory:
             args.append("--no-memory")
         if not with_ops:
