@@ -143,20 +143,14 @@ def test_reexport_is_byte_identical(external_bundle, tiny_ckpt, tmp_path):
 def test_native_runner_loads_the_external_form(external_bundle, tmp_path):
     """elasticdit-run opens model.pte with its model.ptd: every method equals the Python runtime's on the same
     bundle, and a whole generation equals `generate`'s."""
-    import numpy as np
-    from test_native_support import PROMPT, compare_images, png, runner_for
+    from test_native_support import PROMPT, assert_methods_equal, compare_images, png, runner_for
 
     native = runner_for("host")
     opened = read_bundle(external_bundle[0])
     python = ExecuTorchRunner(opened.path, None, opened.manifest)
     index = native.methods(opened.path, tmp_path)
     assert [m["method"] for m in index["methods"]] == ["encode_text", "denoise_r1_d4", "denoise_r2_d2", "decode"]
-    for m in index["methods"]:
-        inputs = [torch.from_numpy(np.load(tmp_path / f"{m['method']}.in{k}.npy")) for k in range(m["inputs"])]
-        want = python.run(opened.manifest.method(m["method"]), inputs)
-        for k in range(m["outputs"]):
-            got = np.load(tmp_path / f"{m['method']}.out{k}.npy")
-            np.testing.assert_allclose(got, want[k].numpy(), rtol=1e-5, atol=1e-6, err_msg=m["method"])
+    assert_methods_equal(index, tmp_path, lambda method, inputs: python.run(opened.manifest.method(method), inputs))
     base = ["generate", str(opened.path), "-p", PROMPT, "--op", "r2_d2", "--steps", "2", "--seed", "1"]
     for extra, name in (([], "python.png"), (["--runner", "native"], "native.png")):
         result = runner.invoke(app, [*base, *extra, "-o", str(tmp_path / name)])

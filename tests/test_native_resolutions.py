@@ -9,8 +9,7 @@ import subprocess
 
 import numpy as np
 import pytest
-import torch
-from test_native_support import PROMPT, compare_images, export, png
+from test_native_support import PROMPT, assert_methods_equal, compare_images, export, png
 from typer.testing import CliRunner
 
 from elasticdit.cli import app
@@ -57,12 +56,7 @@ def test_every_method_of_every_resolution_equals_the_python_runtime(native, mult
     names = [m["method"] for m in index["methods"]]
     assert names == ["encode_text", "denoise_r2_d2", f"denoise_r2_d2_{WIDE}", "decode", f"decode_{WIDE}"]
     program = ExecuTorchProgram(multi / "model.pte")
-    for m in index["methods"]:
-        inputs = [torch.from_numpy(np.load(tmp_path / f"{m['method']}.in{k}.npy")) for k in range(m["inputs"])]
-        want = program.run(m["method"], inputs)
-        for k in range(m["outputs"]):
-            got = np.load(tmp_path / f"{m['method']}.out{k}.npy")
-            np.testing.assert_allclose(got, want[k].numpy(), rtol=1e-5, atol=1e-6, err_msg=m["method"])
+    assert_methods_equal(index, tmp_path, program.run)
     assert np.load(tmp_path / f"decode_{WIDE}.out0.npy").shape == (1, 3, 128, 192)
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from test_native_support import (
     PROMPT,
+    assert_methods_equal,
     compare_images,
     latent_shape,
     png,
@@ -106,12 +106,7 @@ def test_every_method_equals_the_python_runtime(native, bundle, tmp_path):
     names = [m["method"] for m in index["methods"]]
     assert names == ["encode_text", "denoise_r1_d4", "denoise_r2_d2", "decode"]
     program = ExecuTorchProgram(bundle / "model.pte")
-    for m in index["methods"]:
-        inputs = [torch.from_numpy(np.load(tmp_path / f"{m['method']}.in{k}.npy")) for k in range(m["inputs"])]
-        want = program.run(m["method"], inputs)
-        for k in range(m["outputs"]):
-            got = np.load(tmp_path / f"{m['method']}.out{k}.npy")
-            np.testing.assert_allclose(got, want[k].numpy(), rtol=1e-5, atol=1e-6, err_msg=m["method"])
+    assert_methods_equal(index, tmp_path, program.run)
 
 
 def test_per_step_schedule(native, bundle, tmp_path):

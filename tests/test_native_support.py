@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -62,3 +64,16 @@ def latent_shape(bundle: Path) -> list[int]:
     doc = json.loads((bundle / "manifest.json").read_text())
     shape = list(next(s["shape"] for s in doc["operating_points"][0]["inputs"] if s["name"] == "latent"))
     return [1, *shape[1:]]
+
+
+def assert_methods_equal(
+    index: dict, folder: Path, run: Callable[[str, list[torch.Tensor]], list[torch.Tensor]]
+) -> None:
+    """Every method `elasticdit-run methods` ran (`index`; its inputs and outputs saved as .npy in `folder`) gives
+    what `run(method, inputs)` gives on the same inputs, to float32 tolerance."""
+    for m in index["methods"]:
+        inputs = [torch.from_numpy(np.load(folder / f"{m['method']}.in{k}.npy")) for k in range(m["inputs"])]
+        want = run(m["method"], inputs)
+        for k in range(m["outputs"]):
+            got = np.load(folder / f"{m['method']}.out{k}.npy")
+            np.testing.assert_allclose(got, want[k].numpy(), rtol=1e-5, atol=1e-6, err_msg=m["method"])
