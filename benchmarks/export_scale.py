@@ -171,10 +171,12 @@ def export_worker(ckpt: str, target: str, recipe: str, ops: list[str] | None, ou
     log = StageLog(Path(log_path))
     instrument(log)
     log.enter("start")
-    summary = exporter.export_bundle(
-        exporter.ExportRequest(checkpoint=Path(ckpt), target=target, output=Path(out), recipe=recipe, ops=ops)
-    )
-    log.enter("done")
+    try:
+        summary = exporter.export_bundle(
+            exporter.ExportRequest(checkpoint=Path(ckpt), target=target, output=Path(out), recipe=recipe, ops=ops)
+        )
+    finally:
+        log.enter("done")  # closes the last stage, also when the export failed there
     return {"bytes": summary["bytes"], "files": len(summary["files"]), "methods": summary["methods"]}
 
 
@@ -294,6 +296,8 @@ def export_one(ckpt: Path, recipe: str, ops: list[str] | None, workdir: Path, ca
     peak = max([s["peak_rss"] for s in stages] + [result["sampled_peak_rss"]])
     heaviest = max(stages[1:], key=lambda s: s["peak_rss"], default=None)
     reached = stages[-1]["next"] if stages else "imports"
+    if heaviest is None or result["sampled_peak_rss"] > 1.01 * heaviest["peak_rss"]:  # a child killed there
+        heaviest = {"stage": f"{stages[-1]['stage'] if reached == 'done' else reached} (sampled)"}
     return {
         "recipe": recipe,
         "ops": ops or "all",
