@@ -171,6 +171,11 @@ def tool_recipe(manifest: Manifest) -> tuple[Recipe, list[str]]:
     ), [note]
 
 
+def float32_limit(recipe: Recipe) -> float:
+    """The relative-error limit of a float32 comparison (a float method, the recipe's lowering vs masked)."""
+    return float(recipe.max_rel_error if recipe.max_rel_error is not None else DEFAULT_MAX_REL_ERROR)
+
+
 def limits(recipe: Recipe, kind: MethodKind) -> tuple[float, float | None]:
     """(relative-error limit against the same-numerics reference, SNR floor against float32 or None): quantized
     methods `min_snr_db`; float methods of an fp16-compute recipe `float16_min_snr_db`; float32 methods none."""
@@ -178,7 +183,7 @@ def limits(recipe: Recipe, kind: MethodKind) -> tuple[float, float | None]:
         rel = recipe.quantized_max_rel_error
         floor = recipe.min_snr_db if recipe.min_snr_db is not None else DEFAULT_MIN_SNR_DB
         return float(rel if rel is not None else DEFAULT_QUANTIZED_MAX_REL_ERROR), float(floor)
-    rel = float(recipe.max_rel_error if recipe.max_rel_error is not None else DEFAULT_MAX_REL_ERROR)
+    rel = float32_limit(recipe)
     if recipe.precision == "fp16":
         fp16 = recipe.float16_min_snr_db
         return rel, float(fp16 if fp16 is not None else DEFAULT_FLOAT16_MIN_SNR_DB)
@@ -232,7 +237,7 @@ def check_method(
         if same is not None:
             same.close()
     limit, floor = limits(recipe, entry.kind)
-    lowering_limit = float(recipe.max_rel_error if recipe.max_rel_error is not None else DEFAULT_MAX_REL_ERROR)
+    lowering_limit = float32_limit(recipe)
     lowering_ok = lowering is None or lowering <= lowering_limit
     if not lowering_ok:
         note = (
