@@ -143,3 +143,32 @@ def test_quantized_recipes_run_and_report_snr_above_their_floor(tiny_ckpt, tmp_p
     assert recipe in denoise[0]["reference"]  # the quantized model itself, not the float one
     floor = {"android-int8": 33.0, "android-8da4w": 20.0}[recipe]
     assert denoise[0]["min_snr_db"] == floor and floor <= denoise[0]["snr_db"] < 120  # quantized: not bit-exact
+
+
+def test_8da4w_quantizes_a_copy_that_shares_the_float_tensors(tiny_ckpt):
+    """The quantized copy holds no second copy of the float weights (issue 25): what it does not quantize is the
+    float modules' own tensors, and quantizing leaves the float modules' weights as they were."""
+    import torch
+    from torch import nn
+
+    from elasticdit.checkpoint import load_checkpoint
+    from elasticdit.operating_points import operating_points
+    from elasticdit.quant.xnnpack import torchao_8da4w
+    from elasticdit.recipes import load_recipe
+    from elasticdit.slicing import export_units
+    from elasticdit.targets import TARGETS
+
+    models = load_checkpoint(tiny_ckpt).models()
+    units = export_units(models, operating_points(models.cfg)[:2], [models.cfg.resolution], "tiles")
+    before = {k: v.clone() for k, v in models.state_dict().items()}
+    float_tensors = {id(p) for p in models.transformer.parameters()}
+    copies = torchao_8da4w(models, units, load_recipe("android-8da4w", TARGETS["android"], TARGETS))
+    after = models.state_dict()
+    assert all(torch.equal(after[k], v) and type(after[k]) is torch.Tensor for k, v in before.items())
+    quantized = copies[0].module
+    assert quantized is not units[0].module and copies[1].module.blocks[0] is quantized.blocks[0]  # one copy
+    linears = [m for m in quantized.modules() if isinstance(m, nn.Linear)]
+    new = [m.weight for m in linears if type(m.weight.data) is not torch.Tensor]  # torchao's quantized tensors
+    assert len(new) > len(linears) // 2
+    kept = [p for p in quantized.parameters() if not any(p is w for w in new)]
+    assert kept and all(id(p) in float_tensors for p in kept)  # norms, biases, embeddings: the float ones

@@ -46,6 +46,9 @@ def test_round_trip(tmp_path):
     # the same inputs give the same bytes
     sha2 = save_checkpoint(tmp_path / "b.safetensors", CFG, WEIGHTS)
     assert sha2 == sha
+    # streamed to the file, the bytes safetensors serializes in memory (what checkpoints were written as before)
+    in_memory = st_save(dict(sorted(WEIGHTS.items())), metadata={METADATA_KEY: CFG.to_json()})
+    assert (tmp_path / "a.safetensors").read_bytes() == in_memory
 
 
 def test_models_from_checkpoint_carry_the_weights(tmp_path):

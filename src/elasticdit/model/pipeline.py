@@ -82,4 +82,12 @@ def random_weights(cfg: ModelConfig, seed: int = 0) -> dict[str, torch.Tensor]:
     for name, t in state.items():
         if name.endswith("pos_embed.pos_embed") or name.endswith("position_embedding"):
             t.copy_(torch.randn(t.shape, generator=generator) * 0.1)
-    return {k: v.detach().clone() for k, v in state.items()}
+    # the parameters themselves (the networks are dropped on return), so the weights are held once, not twice (8 GB
+    # at paper scale); a tensor sharing storage with an earlier one is cloned, as safetensors stores each once
+    out: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for k, v in state.items():
+        ptr = v.untyped_storage().data_ptr()
+        out[k] = v.detach().clone() if ptr in seen else v.detach()
+        seen.add(ptr)
+    return out

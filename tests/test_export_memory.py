@@ -1,0 +1,102 @@
+"""An android-8da4w export holds the float weights once up to the target's lowering: loading, building, slicing,
+counting costs, quantizing and torch.export add at their peak less than 2.1x the float32 weight bytes, and one
+more copy of the float weights breaks that bound (issue 25, item 5).
+
+Measured in a fresh child process on a model large enough to see a copy (the tiny config at width 768, no decoder:
+~280 MB of float32 weights, one point): a warm-up pass over the tiny checkpoint first (the libraries' lazy imports
+and one-time allocations), then the exporter's steps up to `lowering.lower` (as `export_bundle` runs them), their
+peak VmHWM above the VmRSS before them. The mutation holds one extra copy of the checkpoint's tensors and must
+break the bound. What XNNPACK's lowering adds after this (about 0.4x the weights of each method it lowers, at
+paper scale) is measured by benchmarks/export_scale.py, not here (RESULTS.md, "Paper scale: export")."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from configs import tiny_config
+
+from elasticdit.checkpoint import save_checkpoint
+from elasticdit.model.pipeline import random_weights
+
+# x the float32 weight bytes: above what these steps add (1.38-1.85x measured: the allocator's reuse of freed memory
+# moves it by ~0.45x between runs) and below what one more copy of the float weights gives (2.38x and more, below)
+BOUND = 2.1
+
+CHILD = textwrap.dedent(
+    """
+    import json, sys
+    from elasticdit.checkpoint import load_checkpoint
+    from elasticdit.exporter import point_entry
+    from elasticdit.lowering import lower
+    from elasticdit.operating_points import select
+    from elasticdit.progress import Reporter
+    from elasticdit.recipes import load_recipe
+    from elasticdit.slicing import export_units
+    from elasticdit.targets import TARGETS
+
+    target = TARGETS["android"]
+    recipe = load_recipe("android-8da4w", target, TARGETS)
+
+    def status():
+        return {line.split(":")[0]: int(line.split()[1]) * 1024 for line in open("/proc/self/status")
+                if line.startswith(("VmHWM", "VmRSS"))}
+
+    def export(path, op, held):
+        ck = load_checkpoint(path)
+        if held is not None:  # the mutation: one more copy of the weights, held through the export
+            held.append({k: v.clone() for k, v in ck.tensors.items()})
+        models = ck.models()
+        units = export_units(models, select(ck.cfg, [op]), [ck.cfg.resolution], recipe.attention)
+        entries = [point_entry(ck, u) for u in units if u.point is not None]
+        return entries, lower(models, units, recipe, target.formulation, None, Reporter(None, 1))
+
+    export(sys.argv[2], "r2_d2", None)
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # VmHWM restarts from the current resident set: the peak below is the export's
+    base = status()
+    kept = export(sys.argv[1], "r1_d4", [] if sys.argv[3:] == ["copy"] else None)
+    print(json.dumps({"base": base, "after": status()}))
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def moderate_bare(tmp_path_factory) -> tuple[Path, int]:
+    cfg = tiny_config(vae=False)
+    cfg = dataclasses.replace(cfg, transformer=dataclasses.replace(cfg.transformer, hidden_size=768, num_heads=12))
+    tensors = random_weights(cfg, 0)
+    path = tmp_path_factory.mktemp("moderate") / "moderate.safetensors"
+    save_checkpoint(path, cfg, tensors)
+    return path, sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+def added_peak(path: Path, warm: Path, *flags: str) -> int:
+    """Bytes the export's steps up to lowering added at their peak, in a fresh child."""
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, str(path), str(warm), *flags],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    m = json.loads(done.stdout.strip().splitlines()[-1])
+    return m["after"]["VmHWM"] - m["base"]["VmRSS"]
+
+
+@pytest.mark.slow
+def test_8da4w_export_holds_the_float_weights_once(moderate_bare, bare_ckpt):
+    path, weight_bytes = moderate_bare
+    # the checkpoint's mapped pages (1x), the int4-in-int8 quantized copy with its scales, the forward that counts
+    # the costs and torch.export: measured 1.38-1.85x over 6 runs (2.22-2.60x with the deep copy of the float tensors
+    # before quantizing that the 8da4w scheme made before issue 25); with the extra copy held here: 2.38-2.47x
+    plain = added_peak(path, bare_ckpt)
+    assert plain < BOUND * weight_bytes, (plain / weight_bytes, weight_bytes)
+    copied = added_peak(path, bare_ckpt, "copy")
+    assert copied > BOUND * weight_bytes, (copied / weight_bytes, weight_bytes)  # the bound sees the copy
