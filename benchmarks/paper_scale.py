@@ -11,6 +11,9 @@ process (one model or one loaded program at a time: XNNPACK packs its own copy o
 Timing rounds alternate the variants (a fresh child per variant per round: load, one warm-up step, `--runs`
 timed steps); the median of all timed steps per variant is reported with the machine's load average.
 `--blocks N` times the first N blocks only (a quick look; the target is about the whole step, N = 24).
+`--quantize 8da4w` quantizes the transformer's linear layers as the android-8da4w recipe does (torchao, int4 weights
+in groups of the recipe's size, dynamic int8 activations; output projections int8) before either variant is sliced
+and exported: the step of the recipe that ships to phones, where the linear layers cost less and attention weighs more.
 
     nice -n 10 python benchmarks/paper_scale.py --json paper_scale.json
 """
@@ -55,7 +58,7 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def export_worker(variant: str, blocks: int, path: Path) -> dict:
+def export_worker(variant: str, blocks: int, path: Path, quantize: str) -> dict:
     import torch
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import EdgeCompileConfig, to_edge_transform_and_lower
@@ -70,6 +73,11 @@ def export_worker(variant: str, blocks: int, path: Path) -> dict:
     torch.manual_seed(0)
     t0 = time.perf_counter()
     models = Models(cfg=cfg, transformer=ElasticDiT(cfg).eval())
+    if quantize == "8da4w":
+        from elasticdit.quant.xnnpack import quantize_8da4w
+        from elasticdit.targets import target_recipe
+
+        quantize_8da4w(models.transformer, target_recipe("android-8da4w", "android").group_size)
     point = OperatingPoint(1, str(blocks), tuple(range(blocks)))
     unit = denoise_unit(models, point, cfg.resolution, variant, 1)
     with torch.no_grad():
@@ -133,6 +141,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds (a fresh load each)")
     parser.add_argument("--runs", type=int, default=2, help="timed steps per round after one warm-up step")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--quantize", choices=["none", "8da4w"], default="none", help="the linear layers' numerics")
     parser.add_argument("--workdir", type=Path, help="keep the .pte files here (default: a temporary folder)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -143,30 +152,31 @@ def main() -> None:
         silence_library_noise()
         kind, *rest = json.loads(args.worker)
         if kind == "export":
-            print(json.dumps(export_worker(rest[0], int(rest[1]), Path(rest[2]))))
+            print(json.dumps(export_worker(rest[0], int(rest[1]), Path(rest[2]), rest[3])))
         else:
             print(json.dumps(time_worker(Path(rest[0]), int(rest[1]), int(rest[2]), int(rest[3]))))
         return
 
     variants = args.variants.split(",")
+    suffix = "" if args.quantize == "none" else f"_{args.quantize}"
     load = list(os.getloadavg())
     with tempfile.TemporaryDirectory(prefix="paper-scale-") as tmp:
         work = args.workdir or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         exports = {}
         for v in variants:
-            pte = work / f"{v}_b{args.blocks}.pte"
+            pte = work / f"{v}_b{args.blocks}{suffix}.pte"
             if pte.is_file():
                 exports[v] = {"reused": str(pte)}
                 continue
             print(f"exporting {v} ({args.blocks} blocks) ...", flush=True)
-            exports[v] = child(["export", v, str(args.blocks), str(pte)])
+            exports[v] = child(["export", v, str(args.blocks), str(pte), args.quantize])
             print(f"  {exports[v]['export_s']:.0f} s, peak RSS {exports[v]['peak_rss_gb']:.1f} GB", flush=True)
         runs: dict[str, list] = {v: [] for v in variants}
         for r in range(args.rounds):
             for v in variants if r % 2 == 0 else variants[::-1]:
                 print(f"round {r + 1}: {v} ...", flush=True)
-                pte = str(work / f"{v}_b{args.blocks}.pte")
+                pte = str(work / f"{v}_b{args.blocks}{suffix}.pte")
                 runs[v].append(child(["time", pte, args.blocks, args.runs, args.threads]))
     steps = {v: [s * 1000 for run in runs[v] for s in run["step_s"]] for v in variants}
     cpu = {v: statistics.median([s * 1000 for run in runs[v] for s in run["cpu_s"]]) for v in variants}
@@ -177,12 +187,14 @@ def main() -> None:
         for v in variants
     ]
     print(
-        f"\npaper-scale step, r1 (64x64 tokens + 77 text), {args.blocks} blocks, {args.threads} threads; load average "
+        f"\npaper-scale step, r1 (64x64 tokens + 77 text), {args.blocks} blocks, linear layers {args.quantize}, "
+        f"{args.threads} threads; load average "
         f"{load[0]:.2f} at start, {os.getloadavg()[0]:.2f} at end"
     )
     print_table(["variant", "median ms", "min", "max", "x dense", "CPU ms (all threads)", f"CPU x {variants[0]}"], rows)
     result = {
         "blocks": args.blocks,
+        "quantize": args.quantize,
         "threads": args.threads,
         "rounds": args.rounds,
         "runs_per_round": args.runs,
