@@ -10,16 +10,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 from configs import tiny_config
-
-from elasticdit.checkpoint import save_checkpoint
-from elasticdit.model.pipeline import random_weights
+from memory_children import random_checkpoint, run_child
 
 CHILD = textwrap.dedent(
     """
@@ -101,23 +97,11 @@ def moderate_config():
 
 @pytest.fixture(scope="module")
 def moderate_ckpt(tmp_path_factory) -> tuple[Path, int]:
-    cfg = moderate_config()
-    tensors = random_weights(cfg, 0)
-    path = tmp_path_factory.mktemp("moderate") / "moderate.safetensors"
-    save_checkpoint(path, cfg, tensors)
-    return path, sum(t.numel() * t.element_size() for t in tensors.values())
+    return random_checkpoint(tmp_path_factory.mktemp("moderate"), moderate_config())
 
 
 def measure(path: Path, warmup: Path, *flags: str) -> dict:
-    done = subprocess.run(
-        [sys.executable, "-c", CHILD, str(path), str(warmup), *flags],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_child(CHILD, str(path), str(warmup), *flags)
 
 
 @pytest.mark.slow
@@ -140,17 +124,7 @@ def test_loading_memory_maps_the_weights_and_stays_under_its_bound(moderate_ckpt
 
 def measure_save(tmp_path: Path, *flags: str) -> dict:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
-    cfg = json.dumps(moderate_config().to_dict())
-    done = subprocess.run(
-        [sys.executable, "-c", SAVE_CHILD, str(tmp_path), cfg, *flags],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-        env=env,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_child(SAVE_CHILD, str(tmp_path), json.dumps(moderate_config().to_dict()), *flags, env=env)
 
 
 def test_saving_streams_the_weights_to_the_file(tmp_path, moderate_ckpt):

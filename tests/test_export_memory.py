@@ -12,17 +12,12 @@ paper scale) is measured by benchmarks/export_scale.py, not here (RESULTS.md, "P
 from __future__ import annotations
 
 import dataclasses
-import json
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 from configs import tiny_config
-
-from elasticdit.checkpoint import save_checkpoint
-from elasticdit.model.pipeline import random_weights
+from memory_children import random_checkpoint, run_child
 
 # x the float32 weight bytes: above what these steps add (1.38-1.85x measured: the allocator's reuse of freed memory
 # moves it by ~0.45x between runs) and below what one more copy of the float weights gives (2.38x and more, below)
@@ -70,23 +65,12 @@ CHILD = textwrap.dedent(
 def moderate_bare(tmp_path_factory) -> tuple[Path, int]:
     cfg = tiny_config(vae=False)
     cfg = dataclasses.replace(cfg, transformer=dataclasses.replace(cfg.transformer, hidden_size=768, num_heads=12))
-    tensors = random_weights(cfg, 0)
-    path = tmp_path_factory.mktemp("moderate") / "moderate.safetensors"
-    save_checkpoint(path, cfg, tensors)
-    return path, sum(t.numel() * t.element_size() for t in tensors.values())
+    return random_checkpoint(tmp_path_factory.mktemp("moderate"), cfg)
 
 
 def added_peak(path: Path, warm: Path, *flags: str) -> int:
     """Bytes the export's steps up to lowering added at their peak, in a fresh child."""
-    done = subprocess.run(
-        [sys.executable, "-c", CHILD, str(path), str(warm), *flags],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    m = json.loads(done.stdout.strip().splitlines()[-1])
+    m = run_child(CHILD, str(path), str(warm), *flags)
     return m["after"]["VmHWM"] - m["base"]["VmRSS"]
 
 
