@@ -146,7 +146,7 @@ def instrument(log: StageLog) -> None:
     exporter.load_checkpoint = marked("load checkpoint", exporter.load_checkpoint)
     checkpoint.Checkpoint.models = marked("build networks", checkpoint.Checkpoint.models)
     exporter.export_units = marked("slice units", exporter.export_units)
-    exporter.point_entry = marked("count costs (a forward per point)", exporter.point_entry)
+    exporter.point_entry = marked("count costs (per point, on fake tensors)", exporter.point_entry)
 
     class Logged(progress.Reporter):
         def stage(self, text: str) -> None:
