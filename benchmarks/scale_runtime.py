@@ -11,9 +11,10 @@ Timing: every (bundle, point) is profiled by `elasticdit.profile.core.profile_bu
 `--warmup` untimed then `--runs` timed denoise steps, plus the decoder (1024 px, the bundle's only resolution) and
 the text encoder the same way; `--rounds` rounds, the variants in alternating order. Medians and p10-p90 are over
 every timed run of every round. Peak memory: the profile's own peak-memory child (profile/memory.py: a fresh process
-loading and running text encoder + the point + decoder once; VmHWM over its baseline after imports), in the first
-round, against the point's planned memory from the manifest (its resident `weight_bytes` + `arena_bytes`, what
-`elasticdit plan` uses when nothing was measured); goal <= 1.1x. Elastic range: the full point's step time over the
+loading and running the text encoder if any + the point + the decoder once; VmHWM over its baseline after imports),
+in the first round, and the same child with the denoise method alone, against the point's planned memory from the
+manifest (its resident `weight_bytes` + `arena_bytes`, what `elasticdit plan` uses when nothing was measured); goal
+<= 1.1x. Elastic range: the full point's step time over the
 lightest point's, per recipe.
 
 `--verify POINT,...`: `elasticdit verify`'s `verify_bundle` in a child, on each bundle holding one of those points
@@ -59,6 +60,11 @@ def profile_worker(bundle: str, point: str, runs: int, warmup: int, threads: int
     )
     report = profile_bundle(req)
     row = report["operating_points"][0]
+    alone = None
+    if memory:  # the same peak-memory child with the denoise method alone (the decoder's activations left out)
+        from elasticdit.profile.memory import measure_peak_memory
+
+        alone = measure_peak_memory(Path(bundle), [row["method"]], threads)
     return {
         "backend": report["device"].get("backend"),
         "point": row["name"],
@@ -72,6 +78,7 @@ def profile_worker(bundle: str, point: str, runs: int, warmup: int, threads: int
         "decode_ms": report["decoder"]["ms"]["all"] if report["decoder"] else None,
         "text_encoder_ms": report["text_encoder"]["ms"]["all"] if report["text_encoder"] else None,
         "memory": row["memory"],
+        "memory_denoise_alone": alone,
         "profile_process_peak_rss": status()["VmHWM"],
     }
 
@@ -180,6 +187,10 @@ def profile_rounds(exports: list[dict], args: argparse.Namespace) -> list[dict]:
             row["peak_over_planned"] = round(peak / planned, 3) if planned else None
             row["process_peak_over_planned"] = round(memory["process_peak_mb"] * MIB / planned, 3) if planned else None
             row["goal_met"] = bool(planned) and peak <= GOAL_RATIO * planned
+        alone = next((c["memory_denoise_alone"] for c in done if c.get("memory_denoise_alone")), None)
+        if alone and planned:
+            row["memory_denoise_alone"] = alone
+            row["alone_peak_over_planned"] = round(alone["peak_mb"] * MIB / planned, 3)
     return list(rows.values())
 
 
@@ -274,7 +285,7 @@ def main() -> None:
         ],
     )
     print_table(
-        ["recipe", "point", "step ms", "p10-p90", "decode ms", "peak MiB", "planned MiB", "x planned"],
+        ["recipe", "point", "step ms", "p10-p90", "decode ms", "peak MiB", "planned MiB", "x planned", "alone x"],
         [
             [
                 r["recipe"],
@@ -285,6 +296,7 @@ def main() -> None:
                 (r.get("memory") or {}).get("peak_mb", ""),
                 round(r.get("planned_bytes", 0) / MIB, 1),
                 r.get("peak_over_planned", ""),
+                r.get("alone_peak_over_planned", ""),
             ]
             for r in rows
         ],
