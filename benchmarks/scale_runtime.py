@@ -125,9 +125,10 @@ def export_bundles(specs: list[str], ckpt: Path, workdir: Path, cap_gib: float, 
     for spec in specs:
         recipe, ops = spec.split(":")
         bundle, saved = workdir / f"bundle-{label_of(spec)}", workdir / f"export-{label_of(spec)}.json"
-        if (bundle / "manifest.json").is_file() and saved.is_file():
-            run = json.loads(saved.read_text())
-            print(f"reusing {bundle} (exported in {run['wall_s']:.0f} s, peak {run['peak_rss'] / GIB:.2f} GiB)")
+        saved_run = json.loads(saved.read_text()) if saved.is_file() else None
+        if saved_run and (saved_run["status"] != "ok" or (bundle / "manifest.json").is_file()):
+            run = saved_run  # a failed export is a result too: not retried
+            print(f"reusing {bundle}: {run['status']} in {run['wall_s']:.0f} s, peak {run['peak_rss'] / GIB:.2f} GiB")
         elif seconds_until(stop_at) <= 60:
             run = {"recipe": recipe, "ops": ops.split(","), "status": "not run", "error": f"deadline {stop_at} UTC"}
         else:
@@ -284,6 +285,8 @@ def main() -> None:
             for r in exports
         ],
     )
+    if not rows:
+        return
     print_table(
         ["recipe", "point", "step ms", "p10-p90", "decode ms", "peak MiB", "planned MiB", "x planned", "alone x"],
         [
