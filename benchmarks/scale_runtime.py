@@ -18,7 +18,8 @@ manifest (its resident `weight_bytes` + `arena_bytes`, what `elasticdit plan` us
 lightest point's, per recipe.
 
 `--verify POINT,...`: `elasticdit verify`'s `verify_bundle` in a child, on each bundle holding one of those points
-(every method of the bundle against the checkpoint: pass/fail, values, wall time, peak RSS).
+(every method of the bundle against the checkpoint: pass/fail, values, wall time, peak RSS). `--pages`: per point, a
+child that loads and runs it once and reports its VmRSS / RssAnon / RssFile / VmHWM after imports, loading and the run.
 
     nice -n 10 python benchmarks/scale_runtime.py --workdir /tmp/scale4-work \\
         --bundles android-8da4w:r1_d24 android-8da4w:r4_d12 onnx-fp32:r4_d12 --verify r4_d12 --json scale_runtime.json
@@ -98,6 +99,25 @@ def verify_worker(bundle: str, checkpoint: str, threads: int) -> dict:
         "recipe_differences": result["recipe_differences"],
         "peak_rss": status()["VmHWM"],
     }
+
+
+def pages_worker(bundle: str, point: str, threads: int) -> dict:
+    """Where a point's resident memory is: anonymous vs file pages after imports, after loading, after one run."""
+    from elasticdit.bundle.reader import read_bundle
+    from elasticdit.specs import example_inputs
+
+    opened = read_bundle(Path(bundle), check=False)
+    backend = opened.target.profile_backend(Path(bundle), opened.manifest, threads)
+    entry = next(p for p in opened.manifest.points_at(None) if p.name == point)
+    inputs = [t.contiguous() for t in example_inputs(entry.inputs)]
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    out = {"imports": status()}
+    handle, _ = backend.load(entry)
+    out["loaded"] = status()
+    backend.execute(handle, entry, inputs)
+    out["ran"] = status()
+    return out
 
 
 # ---------------------------------------------------------------- parent side
@@ -195,6 +215,19 @@ def profile_rounds(exports: list[dict], args: argparse.Namespace) -> list[dict]:
     return list(rows.values())
 
 
+def page_breakdown(exports: list[dict], args: argparse.Namespace) -> list[dict]:
+    out = []
+    for run in (r for r in exports if r["status"] == "ok"):
+        for point in run["ops"]:
+            cap = int(min(args.rss_cap_gib * GIB, mem_available() - 1.5 * GIB))
+            child = ["pages", run["bundle"], point, args.threads]
+            result = run_child(__file__, child, args.workdir, cap, args.stop_at)
+            out.append({"recipe": run["recipe"], "point": point, **result})
+            ran = result.get("ran") or {}
+            print(f"  pages {point}: " + ", ".join(f"{k} {v / MIB:.0f} MiB" for k, v in ran.items()), flush=True)
+    return out
+
+
 def verify_bundles(exports: list[dict], points: list[str], ckpt: Path, args: argparse.Namespace) -> list[dict]:
     out = []
     for run in exports:
@@ -245,6 +278,7 @@ def main() -> None:
     parser.add_argument("--rss-cap-gib", type=float, default=15.0, help="kill a child above this")
     parser.add_argument("--stop-at", help="UTC HH:MM: kill a running child then and skip the rest")
     parser.add_argument("--no-profile", action="store_true", help="exports (and --verify) only")
+    parser.add_argument("--pages", action="store_true", help="anonymous vs file pages of each point, once")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -253,7 +287,7 @@ def main() -> None:
 
         silence_library_noise()
         kind, *rest = json.loads(args.worker)
-        fn = {"profile": profile_worker, "verify": verify_worker}[kind]
+        fn = {"profile": profile_worker, "verify": verify_worker, "pages": pages_worker}[kind]
         print(json.dumps(fn(*rest)))
         return
 
@@ -266,6 +300,8 @@ def main() -> None:
     rows = [] if args.no_profile else profile_rounds(exports, args)
     result["profiles"] = rows
     result["elastic_range"] = elastic_range(rows, args.full, args.lightest)
+    if args.pages:
+        result["pages"] = page_breakdown(exports, args)
     if args.verify:
         result["verify"] = verify_bundles(exports, args.verify.split(","), ckpt, args)
     result["finished"] = {"utc": datetime.datetime.now(datetime.UTC).isoformat(), "load": os.getloadavg()}
