@@ -12,8 +12,9 @@ from .bundle.manifest import Manifest, MethodEntry, PointEntry, TextEncoderEntry
 from .bundle.tokenizers import sd3_tokenizer
 from .bundle.writer import BundleWriter
 from .checkpoint import Checkpoint, load_checkpoint
+from .chunking import ChunkPlan, chain_entries, chunked_units, plan_chunks
 from .errors import DenseAttentionError, ExportError, PhoneLimitError
-from .footprint import Footprint, PhoneLimits, over_limits, point_key, weight_plan
+from .footprint import Footprint, PhoneLimits, WeightStorage, over_limits, point_key, weight_plan
 from .inspection import count_cost, ssba_stats
 from .lowering import lower
 from .operating_points import OperatingPoint, full_point, operating_points, select
@@ -51,29 +52,43 @@ def check_phone_limits(
     points: list[OperatingPoint],
     resolutions: list[tuple[int, int]],
     limits: PhoneLimits,
-) -> Footprint:
-    """The recipe's planned footprint, or a `PhoneLimitError` (before any work) naming what breaks the target's
-    limits and the packaged recipes of this target that would fit."""
+) -> tuple[Footprint, ChunkPlan | None]:
+    """The recipe's planned footprint and, when its weights break the target's limits and the target chunks the
+    transformer, the block ranges whose packages keep under them (`chunking.plan_chunks`); or a `PhoneLimitError`
+    (before any work) naming what breaks the limits and the packaged recipes of this target that would fit."""
     plan = weight_plan(cfg, points, resolutions)
+
+    def fitting(storage: WeightStorage) -> tuple[list[str], ChunkPlan | str | None]:
+        """(what breaks the limits unchunked, the chunk plan or why there is none; None when it fits whole)."""
+        fp = plan.footprint(storage)
+        problems = over_limits(fp, limits)
+        if not problems:
+            return problems, None
+        if not target.chunks_transformer:
+            return problems, f"{target.name} bundles are not split into block-range packages"
+        big = [n for n, b in fp.others.items() if limits.function_bytes is not None and b > limits.function_bytes]
+        if big:
+            return problems, f"{', '.join(big)} alone is over the {limits.function_rule} limit"
+        return problems, plan_chunks(cfg, points, resolutions, plan, storage, limits)
+
     fp = plan.footprint(target.weight_storage(recipe))
-    problems = over_limits(fp, limits)
-    if not problems:
-        return fp
-    fitting = []
+    problems, chunks = fitting(target.weight_storage(recipe))
+    if chunks is None or isinstance(chunks, ChunkPlan):
+        return fp, chunks
+    fit = []
     for name, path in packaged_recipes().items():
         if path.parent.parent.name != target.name or name == recipe.name:
             continue
         other = load_recipe(name, target, TARGETS)
-        if not over_limits(plan.footprint(target.weight_storage(other)), limits):
-            fitting.append(other.name)
+        if not isinstance(fitting(target.weight_storage(other))[1], str):
+            fit.append(other.name)
     hint = (
-        f"recipes that fit: {', '.join(fitting)}"
-        if fitting
+        f"recipes that fit: {', '.join(fit)}"
+        if fit
         else f"no {target.name} recipe fits these operating points: export fewer or lighter ones (--ops)"
     )
     raise PhoneLimitError(
-        f"recipe {recipe.name} would put {'; '.join(problems)}; {hint} (splitting the transformer into block-range "
-        "packages is not done yet)"
+        f"recipe {recipe.name} would put {'; '.join(problems)}, and split into block-range packages {chunks}; {hint}"
     )
 
 
@@ -168,8 +183,10 @@ def build_manifest(
             replace(
                 e, file=a.file, data_file=a.data_file, inputs=a.inputs, outputs=a.outputs, arena_bytes=a.arena_bytes
             )
+            if e.method in by_method
+            else chain_entries(e, units, by_method)  # a chunked point: its pieces' functions, chained
             for e in entries
-            for a in [by_method[e.method]]
+            for a in [by_method.get(e.method)]
         ],
         decoder=decoders[0] if decoders else None,
         decoders=decoders[1:],
@@ -244,7 +261,7 @@ def export_bundle(req: ExportRequest) -> dict[str, Any]:
     for resolution in resolutions:
         refuse_dense_on_ssba(ck, recipe, points, resolution)
     limits = req.limits if req.limits is not None else target.limits
-    planned = check_phone_limits(target, recipe, ck.cfg, points, resolutions, limits)  # before any work
+    planned, chunks = check_phone_limits(target, recipe, ck.cfg, points, resolutions, limits)  # before any work
     schedules = checked_schedules(req.schedules, ck, points, resolutions)
     models = ck.models()
     batch = 2 if req.cfg_batch else 1
@@ -263,6 +280,8 @@ def export_bundle(req: ExportRequest) -> dict[str, Any]:
             for u in units
             if u.kind == MethodKind.DENOISE and u.point is not None and u.resolution is not None
         ]
+        if chunks is not None:  # each denoise unit as its pieces, one per block range it has a function in
+            units = chunked_units(models, units, chunks, recipe.attention)
         lowered = lower(models, units, recipe, target.formulation, calibration, report)
         artifacts = target.write(lowered, recipe, writer.root, report, weights=req.weights)
         report.stage("writing the manifest")
