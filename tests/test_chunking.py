@@ -14,8 +14,8 @@ import torch
 from configs import tiny_config
 
 from elasticdit.chunking import PieceSpec, piece_module, plan_chunks, point_pieces
-from elasticdit.errors import BundleError
-from elasticdit.exporter import ExportRequest, export_bundle
+from elasticdit.errors import BundleError, BundlePathError
+from elasticdit.exporter import ExportRequest, export_bundle, phone_limits_report
 from elasticdit.footprint import PhoneLimits, weight_plan
 from elasticdit.model.pipeline import build_models
 from elasticdit.operating_points import OperatingPoint, operating_points
@@ -100,6 +100,18 @@ def test_the_plan_keeps_each_range_under_the_limits_or_names_why_not():
     assert len(lighter.ranges) <= len(halves.ranges)
 
 
+def test_inspect_reports_the_block_range_packages_or_the_refusal():
+    cfg = tiny_config(text_encoder=True)
+    fp, _ = plan_for("ios-fp32", PhoneLimits())
+    limit = max(fp.points.values()) // 2
+    report = phone_limits_report("ios", "ios-fp32", cfg, cfg.resolution, PhoneLimits(function_bytes=limit))
+    assert report["fits"] and [c["blocks"] for c in report["chunks"]] == [[0, 1], [1, 3], [3, 4]]
+    assert [c["file"] for c in report["chunks"]] == [f"model_part{k}.mlpackage" for k in range(3)]
+    assert all(0 < c["largest_function_bytes"] <= limit for c in report["chunks"])
+    refused = phone_limits_report("ios", "ios-fp32", cfg, cfg.resolution, PhoneLimits(function_bytes=1000))
+    assert not refused["fits"] and "no ios recipe fits" in refused["error"]
+
+
 @pytest.fixture(scope="module")
 def chunked_bundle(tiny_ckpt, tmp_path_factory):
     """An ios-fp32 bundle of OPS exported under half the largest function's planned bytes: three block ranges
@@ -137,6 +149,10 @@ def test_a_chunked_ios_bundle_keeps_each_function_under_the_limit_and_verifies(c
     assert result["passed"], result["methods"]
     notes = {m["method"]: m["note"] for m in result["methods"]}
     assert "ran 3 pieces' graphs, chained" in notes["denoise_r1_d4"]
+    kinds = {m["method"]: m["kind"] for m in result["methods"]}
+    pieces = [c["function"] for p in points.values() for c in p["chunks"]]
+    assert len(pieces) == 5 and all(kinds[f] == "denoise piece" for f in pieces)  # each piece checked on its own
+    assert notes["denoise_r1_d4_part1"] == "blocks [1, 2] of denoise_r1_d4 in model_part1.mlpackage"
 
     def mutated(change) -> object:
         copy = tmp_path / f"m{len(list(tmp_path.iterdir()))}"
@@ -164,6 +180,12 @@ def test_a_chunked_ios_bundle_keeps_each_function_under_the_limit_and_verifies(c
 
     with pytest.raises(BundleError, match="graph rebuilt for denoise_r1_d4_part0 differs"):
         verify_bundle(mutated(shifted), tiny_ckpt)
+
+    def escaped(chain):  # a piece's file outside the bundle: refused before anything is read
+        chain[1]["file"] = "../model_part1.mlpackage"
+
+    with pytest.raises(BundlePathError, match="denoise_r1_d4_part1"):
+        verify_bundle(mutated(escaped), tiny_ckpt)
 
 
 def test_an_ios_bundle_within_the_limits_is_one_package_without_a_chain(ios_bundle):

@@ -134,12 +134,16 @@ def test_manifest_reports_weight_bytes_and_the_planned_arena(android_bundle):
 
 
 def test_inspect_reports_weight_bytes_in_a_recipes_storage(tiny_ckpt):
+    reports = []
+
     def inspect(*args):
         result = runner.invoke(app, ["inspect", str(tiny_ckpt), "--json", *args])
         assert result.exit_code == 0, result.output + result.stderr
-        return {p["name"]: p["weight_bytes"] for p in json.loads(result.stdout)["operating_points"]}
+        reports.append(json.loads(result.stdout))
+        return {p["name"]: p["weight_bytes"] for p in reports[-1]["operating_points"]}
 
     fp32, pal4 = inspect(), inspect("--target", "ios", "--recipe", "ios-palettize4")
+    assert "phone_limits" not in reports[0] and reports[1]["phone_limits"] == {"fits": True, "chunks": None}
     assert (
         fp32
         == weight_plan(tiny_config(text_encoder=True), operating_points(tiny_config(text_encoder=True)), (128, 128))

@@ -205,8 +205,8 @@ def plan_chunks(
     storage: WeightStorage,
     limits: PhoneLimits,
 ) -> ChunkPlan | str:
-    """The fewest consecutive block ranges (greedy, each as long as the limits let it) whose packages keep every
-    function and weight file under `limits`, or why none can (one phrase)."""
+    """The fewest consecutive block ranges whose packages keep every function and weight file under `limits`,
+    balanced so their largest function is as small as that count allows, or why none can (one phrase)."""
     models = build_models(cfg, "meta")
     per_point = [
         _meta_piece_tensors(models, cfg, p, r)
@@ -230,25 +230,39 @@ def plan_chunks(
             every.update(found)
         return _bytes(every.values(), storage, True) + (others if lo == 0 else 0), largest
 
-    def fits(lo: int, hi: int) -> bool:
-        file, function = bytes_of(lo, hi)
-        return (limits.weight_file_bytes is None or file <= limits.weight_file_bytes) and (
-            limits.function_bytes is None or function <= limits.function_bytes
-        )
+    def greedy(function_limit: int | None, file_limit: int | None) -> list[tuple[int, int]] | str:
+        def fits(lo: int, hi: int) -> bool:
+            file, function = bytes_of(lo, hi)
+            return (file_limit is None or file <= file_limit) and (function_limit is None or function <= function_limit)
 
-    ranges, lo = [], 0
-    while lo < n:
-        hi = lo
-        while hi < n and fits(lo, hi + 1):
-            hi += 1
-        if hi == lo:
-            file, function = bytes_of(lo, lo + 1)
-            where = "with the embedders" if lo == 0 else "with norm_out / proj_out" if lo == n - 1 else "alone"
-            return f"block {lo} {where} already needs a {size(file)} package with a {size(function)} function"
-        ranges.append((lo, hi))
-        lo = hi
-    sizes = [bytes_of(lo, hi) for lo, hi in ranges]
-    return ChunkPlan(ranges, [s[0] for s in sizes], [s[1] for s in sizes])
+        ranges, lo = [], 0
+        while lo < n:
+            hi = lo
+            while hi < n and fits(lo, hi + 1):
+                hi += 1
+            if hi == lo:
+                file, function = bytes_of(lo, lo + 1)
+                where = "with the embedders" if lo == 0 else "with norm_out / proj_out" if lo == n - 1 else "alone"
+                return f"block {lo} {where} already needs a {size(file)} package with a {size(function)} function"
+            ranges.append((lo, hi))
+            lo = hi
+        return ranges
+
+    found = greedy(limits.function_bytes, limits.weight_file_bytes)
+    if isinstance(found, str):
+        return found
+    # balance: the same number of ranges under the smallest function limit that still allows it (bisected), so no
+    # piece sits at the limit while another is nearly empty (the plan is an estimate of the converted bytes)
+    low, high = 0, max(bytes_of(lo, hi)[1] for lo, hi in found)
+    while high - low > max(1, high // 1000):
+        mid = (low + high) // 2
+        tried = greedy(mid, limits.weight_file_bytes)
+        if isinstance(tried, str) or len(tried) > len(found):
+            low = mid
+        else:
+            high, found = mid, tried
+    sizes = [bytes_of(lo, hi) for lo, hi in found]
+    return ChunkPlan(found, [s[0] for s in sizes], [s[1] for s in sizes])
 
 
 def chunked_units(models: Models, units: list, chunks: ChunkPlan, attention: str) -> list:

@@ -92,6 +92,35 @@ def check_phone_limits(
     )
 
 
+def phone_limits_report(
+    target_name: str,
+    recipe_name: str,
+    cfg: Any,
+    resolution: tuple[int, int],
+    limits: PhoneLimits | None = None,
+) -> dict[str, Any]:
+    """`inspect`'s view of the phone limits for every point at one resolution: whether the recipe fits, and the
+    block-range packages it would be chunked into (file, blocks [lo, hi), planned bytes) or the refusal."""
+    from .chunking import package_file
+
+    target = get_target(target_name)
+    recipe = load_recipe(recipe_name, target, TARGETS)
+    try:
+        _, chunks = check_phone_limits(
+            target, recipe, cfg, operating_points(cfg), [resolution], limits or target.limits
+        )
+    except PhoneLimitError as exc:
+        return {"fits": False, "error": str(exc), "chunks": None}
+    if chunks is None:
+        return {"fits": True, "chunks": None}
+    sizes = zip(chunks.ranges, chunks.file_bytes, chunks.function_bytes, strict=True)
+    pieces = [
+        {"file": package_file(k), "blocks": [lo, hi], "weight_file_bytes": f, "largest_function_bytes": b}
+        for k, ((lo, hi), f, b) in enumerate(sizes)
+    ]
+    return {"fits": True, "chunks": pieces}
+
+
 def point_entry(ck: Checkpoint, unit: ExportUnit) -> PointEntry:
     """A denoise method's manifest entry, its cost counted on the float module (batch 1); the file and the
     signature are the artifact's (`with_artifact`)."""
@@ -183,10 +212,9 @@ def build_manifest(
             replace(
                 e, file=a.file, data_file=a.data_file, inputs=a.inputs, outputs=a.outputs, arena_bytes=a.arena_bytes
             )
-            if e.method in by_method
+            if (a := by_method.get(e.method)) is not None
             else chain_entries(e, units, by_method)  # a chunked point: its pieces' functions, chained
             for e in entries
-            for a in [by_method.get(e.method)]
         ],
         decoder=decoders[0] if decoders else None,
         decoders=decoders[1:],

@@ -134,6 +134,10 @@ class PackageGraphRunner:
             return result
         return self.run_unit(unit, inputs)
 
+    def run_piece(self, entry: Any, chunk: Any, unit: ExportUnit, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+        """One piece of a chunked point (`unit`: the piece rebuilt with the recipe's attention)."""
+        return self.run_unit(unit, inputs)
+
     def run_unit(self, unit: ExportUnit, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
         method = unit.method
         ep = export_program(unit, self.formulation)
@@ -172,6 +176,9 @@ class CoreMLRunner:  # pragma: no cover - macOS only
         feeds = {spec.name: t.numpy().astype(DTYPES[spec.dtype]) for spec, t in zip(specs, inputs, strict=True)}
         result = self.loaded[file, function].predict(feeds)
         return [torch.from_numpy(np.asarray(result[s.name], dtype=np.float32)) for s in outputs]
+
+    def run_piece(self, entry: Any, chunk: Any, unit: Any, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+        return self.call(chunk.file, chunk.function, chunk.inputs, chunk.outputs, inputs)
 
     def run(self, entry: Any, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
         if getattr(entry, "chunks", None):
