@@ -149,6 +149,8 @@ def test_a_chunked_ios_bundle_keeps_each_function_under_the_limit_and_verifies(c
     assert result["passed"], result["methods"]
     notes = {m["method"]: m["note"] for m in result["methods"]}
     assert "ran 3 pieces' graphs, chained" in notes["denoise_r1_d4"]
+    found = int(notes["denoise_r1_d4"].split("with ")[1].split(" weight tensors")[0])
+    assert found > 0  # the pieces ran with weights decoded from the packages
     kinds = {m["method"]: m["kind"] for m in result["methods"]}
     pieces = [c["function"] for p in points.values() for c in p["chunks"]]
     assert len(pieces) == 5 and all(kinds[f] == "denoise piece" for f in pieces)  # each piece checked on its own

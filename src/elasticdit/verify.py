@@ -228,7 +228,7 @@ def check_method(
     checked = isinstance(entry, PointEntry) and recipe.attention != "masked"
     lowered = reference_unit(models, entry, manifest, recipe.attention) if checked else None
     same = target.reference(models, recipe, unit)
-    note = runner.note(entry)
+    note = ""
     if isinstance(entry, PointEntry) and tuple(entry.blocks) != unit.point.blocks:
         note = f"the manifest lists blocks {entry.blocks}, the checkpoint's {entry.name} has {list(unit.point.blocks)}"
     try:
@@ -236,6 +236,7 @@ def check_method(
     finally:
         if same is not None:
             same.close()
+    note = note or runner.note(entry)  # after the run: what it ran (e.g. the weight tensors found) is known
     limit, floor = limits(recipe, entry.kind)
     lowering_limit = float32_limit(recipe)
     lowering_ok = lowering is None or lowering <= lowering_limit
