@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import datetime
+import json
+import math
+import signal
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -87,3 +94,67 @@ def mobile_config() -> ModelConfig:
         resolution=(512, 512),
         vae=VAEConfig(decoder_widths=(64, 32, 16), latent_blocks=2),
     )
+
+
+# ---------------------------------------------------------------- child processes with a memory cap
+
+GIB = 2**30
+
+
+def mem_available() -> int:
+    with open("/proc/meminfo") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable"))
+
+
+def child_rss(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS"))
+    except (OSError, StopIteration):
+        return 0
+
+
+def seconds_until(hhmm: str | None) -> float:
+    if not hhmm:
+        return math.inf
+    now = datetime.datetime.now(datetime.UTC)
+    h, m = (int(x) for x in hhmm.split(":"))
+    return (now.replace(hour=h, minute=m, second=0, microsecond=0) - now).total_seconds()
+
+
+def run_child(script: str, args: list, workdir: Path, cap: int, stop_at: str | None) -> dict:
+    """Run `script --worker JSON(args)` (the worker prints its result as its last JSON line); returns that result
+    with `status`, wall seconds, the parent's 0.5 s samples of the child's VmRSS (peak) and what stopped it: the
+    child is killed above `cap` bytes or at `stop_at` (UTC HH:MM)."""
+    tag = f"{args[0]}-{time.monotonic_ns()}"
+    out, err = workdir / f"{tag}.out", workdir / f"{tag}.err"
+    cmd = [sys.executable, script, "--worker", json.dumps(args)]
+    t0, sampled, stopped = time.perf_counter(), 0, None
+    with out.open("w") as fo, err.open("w") as fe:
+        proc = subprocess.Popen(cmd, stdout=fo, stderr=fe)
+        while proc.poll() is None:
+            rss = child_rss(proc.pid)
+            sampled = max(sampled, rss)
+            if rss > cap:
+                stopped = f"killed by the benchmark: VmRSS {rss / GIB:.2f} GiB above the cap {cap / GIB:.2f} GiB"
+            elif seconds_until(stop_at) <= 0:
+                stopped = f"stopped at the deadline {stop_at} UTC"
+            if stopped:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                break
+            time.sleep(0.5)
+    result: dict = {"wall_s": round(time.perf_counter() - t0, 1), "sampled_peak_rss": sampled, "exit": proc.returncode}
+    lines = [line for line in out.read_text().splitlines() if line.startswith("{")]
+    if proc.returncode == 0 and lines:
+        result.update(json.loads(lines[-1]), status="ok")
+    elif stopped:
+        result.update(status="killed", error=stopped)
+    else:
+        tail = [line for line in err.read_text().splitlines() if line.strip()]
+        named = [line for line in tail if "Error" in line.split(":")[0]]
+        why = "killed by SIGKILL (out of memory?)" if proc.returncode == -9 else (named or tail or ["no output"])[-1]
+        result.update(status="failed", error=why[:300])
+    out.unlink()
+    err.unlink()
+    return result

@@ -35,8 +35,6 @@ import json
 import math
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,7 +42,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(1, str(Path(__file__).parent.parent / "tests"))  # the paper-scale preset lives with the test configs
-from common import print_table
+from common import mem_available, print_table, run_child, seconds_until
 
 GIB = 2**30
 RECIPES = "android-8da4w,android-int8,ios-palettize4,ios-int8,onnx-int8"
@@ -146,7 +144,7 @@ def instrument(log: StageLog) -> None:
     exporter.load_checkpoint = marked("load checkpoint", exporter.load_checkpoint)
     checkpoint.Checkpoint.models = marked("build networks", checkpoint.Checkpoint.models)
     exporter.export_units = marked("slice units", exporter.export_units)
-    exporter.point_entry = marked("count costs (a forward per point)", exporter.point_entry)
+    exporter.point_entry = marked("count costs (per point, on fake tensors)", exporter.point_entry)
 
     class Logged(progress.Reporter):
         def stage(self, text: str) -> None:
@@ -208,63 +206,6 @@ def checkpoint_worker(path: str, blocks: int, dtype: str) -> dict:
 # ---------------------------------------------------------------- parent side
 
 
-def mem_available() -> int:
-    with open("/proc/meminfo") as f:
-        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable"))
-
-
-def child_rss(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS"))
-    except (OSError, StopIteration):
-        return 0
-
-
-def seconds_until(hhmm: str | None) -> float:
-    if not hhmm:
-        return math.inf
-    now = datetime.datetime.now(datetime.UTC)
-    h, m = (int(x) for x in hhmm.split(":"))
-    return (now.replace(hour=h, minute=m, second=0, microsecond=0) - now).total_seconds()
-
-
-def run_child(args: list[str], workdir: Path, cap: int, stop_at: str | None) -> dict:
-    """Run a worker; returns its result with `status`, wall seconds, the sampled peak and what stopped it."""
-    tag = f"{args[0]}-{time.monotonic_ns()}"
-    out, err = workdir / f"{tag}.out", workdir / f"{tag}.err"
-    cmd = [sys.executable, __file__, "--worker", json.dumps(args)]
-    t0, sampled, stopped = time.perf_counter(), 0, None
-    with out.open("w") as fo, err.open("w") as fe:
-        proc = subprocess.Popen(cmd, stdout=fo, stderr=fe)
-        while proc.poll() is None:
-            rss = child_rss(proc.pid)
-            sampled = max(sampled, rss)
-            if rss > cap:
-                stopped = f"killed by the benchmark: VmRSS {rss / GIB:.2f} GiB above the cap {cap / GIB:.2f} GiB"
-            elif seconds_until(stop_at) <= 0:
-                stopped = f"stopped at the deadline {stop_at} UTC"
-            if stopped:
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
-                break
-            time.sleep(0.5)
-    result: dict = {"wall_s": round(time.perf_counter() - t0, 1), "sampled_peak_rss": sampled, "exit": proc.returncode}
-    lines = [line for line in out.read_text().splitlines() if line.startswith("{")]
-    if proc.returncode == 0 and lines:
-        result.update(json.loads(lines[-1]), status="ok")
-    elif stopped:
-        result.update(status="killed", error=stopped)
-    else:
-        tail = [line for line in err.read_text().splitlines() if line.strip()]
-        named = [line for line in tail if "Error" in line.split(":")[0]]
-        why = "killed by SIGKILL (out of memory?)" if proc.returncode == -9 else (named or tail or ["no output"])[-1]
-        result.update(status="failed", error=why[:300])
-    out.unlink()
-    err.unlink()
-    return result
-
-
 MEASURED = (
     "peak_rss: the largest of the child's per-stage VmHWM (read and reset via /proc/self/clear_refs at each stage "
     "boundary; libraries included) and the parent's 0.5 s samples of its VmRSS; baseline_rss: VmRSS after imports"
@@ -281,17 +222,22 @@ def dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def export_one(ckpt: Path, recipe: str, ops: list[str] | None, workdir: Path, cap_gib: float, stop_at) -> dict:
+def export_one(
+    ckpt: Path, recipe: str, ops: list[str] | None, workdir: Path, cap_gib: float, stop_at, keep: Path | None = None
+) -> dict:
+    """Export in a child, measured; the bundle is deleted once measured unless `keep` (its folder) is given."""
     target = recipe.split("-")[0]
-    bundle, log = workdir / f"bundle-{recipe}", workdir / f"stages-{recipe}-{time.monotonic_ns()}.jsonl"
+    bundle, log = keep or workdir / f"bundle-{recipe}", workdir / f"stages-{recipe}-{time.monotonic_ns()}.jsonl"
     cap = int(min(cap_gib * GIB, mem_available() - 1.5 * GIB))
     load = os.getloadavg()
-    result = run_child(["export", str(ckpt), target, recipe, ops, str(bundle), str(log)], workdir, cap, stop_at)
+    args = ["export", str(ckpt), target, recipe, ops, str(bundle), str(log)]
+    result = run_child(__file__, args, workdir, cap, stop_at)
     stages = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
     log.unlink(missing_ok=True)
     if bundle.is_dir():
         result.setdefault("bytes", dir_bytes(bundle))
-        shutil.rmtree(bundle)
+        if keep is None:
+            shutil.rmtree(bundle)
     base = next((s["rss_end"] for s in stages if s["stage"] == "imports"), 0)
     peak = max([s["peak_rss"] for s in stages] + [result["sampled_peak_rss"]])
     heaviest = max(stages[1:], key=lambda s: s["peak_rss"], default=None)
@@ -317,7 +263,7 @@ def write_checkpoint(path: Path, blocks: int, dtype: str, workdir: Path) -> dict
     if path.is_file():
         return {"reused": str(path), "file_bytes": path.stat().st_size}
     print(f"writing the {blocks}-block {dtype} checkpoint to {path} ...", flush=True)
-    result = run_child(["checkpoint", str(path), blocks, dtype], workdir, mem_available() - GIB, None)
+    result = run_child(__file__, ["checkpoint", str(path), blocks, dtype], workdir, mem_available() - GIB, None)
     if result["status"] != "ok":
         raise SystemExit(f"writing the checkpoint failed: {result.get('error')}")
     return result

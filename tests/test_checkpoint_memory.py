@@ -1,5 +1,6 @@
-"""The checkpoint loader memory-maps safetensors: loading holds no second full copy of the weights; and saving
-streams them to the file, holding no serialized copy (issue 25).
+"""The checkpoint loader memory-maps safetensors: loading holds no second full copy of the weights, and the file's
+pages can be dropped from the resident set once read (`Checkpoint.release_pages`); saving streams them to the
+file, holding no serialized copy (issue 25).
 
 Measured in a fresh child process on a moderately sized random model (~40 MB of float32 weights): the anonymous
 memory `load_checkpoint` adds (the heap, not the file's mapped pages), the peak resident memory of loading and
@@ -100,6 +101,31 @@ def moderate_ckpt(tmp_path_factory) -> tuple[Path, int]:
     return random_checkpoint(tmp_path_factory.mktemp("moderate"), moderate_config())
 
 
+RELEASE_CHILD = textwrap.dedent(
+    """
+    import hashlib, json, sys
+    from elasticdit.checkpoint import load_checkpoint
+
+    def rss_file():
+        return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("RssFile"))
+
+    def digest(ck):
+        h = hashlib.sha256()
+        for name in sorted(ck.tensors):
+            h.update(ck.tensors[name].numpy().tobytes())
+        return h.hexdigest()
+
+    ck = load_checkpoint(sys.argv[1])  # the finite check reads every weight
+    before, held = digest(ck), rss_file()
+    advised = 0 if sys.argv[2:] == ["kept"] else ck.release_pages()  # "kept": the mutation, nothing released
+    released = rss_file()
+    after = digest(ck)  # read back from the file
+    print(json.dumps({"held": held, "released": released, "reread": rss_file(), "advised": advised,
+                      "equal": before == after}))
+    """
+)
+
+
 def measure(path: Path, warmup: Path, *flags: str) -> dict:
     return run_child(CHILD, str(path), str(warmup), *flags)
 
@@ -120,6 +146,17 @@ def test_loading_memory_maps_the_weights_and_stays_under_its_bound(moderate_ckpt
     assert peak < 1.5 * weight_bytes, (peak, weight_bytes)
     initialized = measure(path, bare_ckpt, "initialized")  # the bound sees a second copy of the weights
     assert initialized["built"]["VmHWM"] - initialized["base"]["VmRSS"] > 1.5 * weight_bytes, initialized
+
+
+def test_release_pages_drops_the_read_weights_and_keeps_their_values(moderate_ckpt):
+    path, weight_bytes = moderate_ckpt
+    m = run_child(RELEASE_CHILD, str(path))
+    assert m["advised"] >= weight_bytes
+    assert m["held"] - m["released"] > 0.8 * weight_bytes, m  # the weights' pages left the resident set
+    assert m["equal"], m  # and every tensor reads the same bytes again
+    assert m["reread"] - m["released"] > 0.8 * weight_bytes, m  # from the file: the pages came back
+    kept = run_child(RELEASE_CHILD, str(path), "kept")  # the bound sees pages that were not released
+    assert kept["held"] - kept["released"] < 0.2 * weight_bytes, kept
 
 
 def measure_save(tmp_path: Path, *flags: str) -> dict:

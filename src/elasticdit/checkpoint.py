@@ -66,6 +66,13 @@ class Checkpoint:
             models.text_encoder.load_tokenizers(self.files)
         return models.eval()
 
+    def release_pages(self) -> int:
+        """Drop the file's pages this process has read from its resident set (`mapped_pages.py`): the tensors
+        stay valid and read them again where touched. The bytes of the mappings advised."""
+        from .mapped_pages import release_mapped_pages
+
+        return release_mapped_pages(self.path)
+
 
 def save_checkpoint(
     path: str | Path, cfg: ModelConfig, tensors: dict[str, torch.Tensor], files: dict[str, str] | None = None

@@ -283,6 +283,7 @@ def export_bundle(req: ExportRequest) -> dict[str, Any]:
     recipe = load_recipe(req.recipe, target, TARGETS)
     resolutions = list(req.resolutions or ([req.resolution] if req.resolution else []))
     ck = load_checkpoint(req.checkpoint, resolutions[0] if resolutions else None)
+    ck.release_pages()  # the finite check read every weight; each stage reads back only what it uses
     resolutions = resolutions or [ck.cfg.resolution]
     check_resolutions(ck, resolutions)
     points = select(ck.cfg, req.ops or list(recipe.operating_points))
@@ -310,7 +311,8 @@ def export_bundle(req: ExportRequest) -> dict[str, Any]:
         ]
         if chunks is not None:  # each denoise unit as its pieces, one per block range it has a function in
             units = chunked_units(models, units, chunks, recipe.attention)
-        lowered = lower(models, units, recipe, target.formulation, calibration, report)
+        lowered = lower(models, units, recipe, target.formulation, calibration, report, ck.release_pages)
+        ck.release_pages()  # a quantizing recipe no longer reads the float weights it replaced
         artifacts = target.write(lowered, recipe, writer.root, report, weights=req.weights)
         report.stage("writing the manifest")
         tokenizer, tokenizer_files = text_tokenizer(ck, units)

@@ -126,14 +126,16 @@ def lower(
     formulation: Formulation,
     calibration: Calibration,
     report: Reporter,
+    release: Callable[[], object] | None = None,
 ) -> list[LoweredUnit]:
     """Every unit (`slicing.export_units`) as a program. A module-stage scheme quantizes copies of the units
     and of the transformer they share (the float ones are left as they were); a program-stage scheme replaces
-    torch.export for the methods it applies to."""
+    torch.export for the methods it applies to. `release` drops float weights a module-stage scheme has read and
+    replaced from the resident set (the checkpoint's `release_pages`)."""
     chosen = scheme(recipe.quantization)
     if chosen is not None and chosen.stage == "module":
         report.stage(f"quantizing the shared transformer ({recipe.quantization})")
-        units = chosen.run(models, units, recipe)
+        units = chosen.run(models, units, recipe, release)
     lowered = []
     for unit in units:
         quantize = applies(recipe.quantization, unit.kind)

@@ -7,7 +7,7 @@ partitioner, drops the weight scale and returns wrong numbers).
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -38,7 +38,9 @@ def pt2e_int8(
         return torch.export.export(graph, example)
 
 
-def torchao_8da4w(models: Models, units: list[ExportUnit], recipe: Recipe) -> list[ExportUnit]:
+def torchao_8da4w(
+    models: Models, units: list[ExportUnit], recipe: Recipe, release: Callable[[], object] | None = None
+) -> list[ExportUnit]:
     """Copies of `units` whose shared transformer is a copy quantized once (`quantize_8da4w`), so every denoise
     method shares the quantized weights; the float models and units stay as they were, so what is computed from
     them (GFLOPs, calibration, decode and encode_text) does not depend on when this runs.
@@ -46,21 +48,23 @@ def torchao_8da4w(models: Models, units: list[ExportUnit], recipe: Recipe) -> li
     The copies are of the modules, not of their tensors: every parameter and buffer is shared with the float
     modules (quantizing replaces a copied Linear's weight by a new tensor and mutates none), so the float weights
     are never held twice (a deep copy of the tensors held them twice before quantizing: 2x the float weights at
-    the peak, 15.4 GiB at paper scale)."""
+    the peak, 15.4 GiB at paper scale). `release` (the checkpoint's `release_pages`) runs after each block is
+    quantized: the float weights it read need not stay resident."""
     modules = [models.transformer, *(u.module for u in units)]
     shared = {id(t): t for m in modules for t in (*m.parameters(), *m.buffers())}
     transformer, copies = copy.deepcopy((models.transformer, units), shared)  # one copy: the units keep sharing it
-    quantize_8da4w(transformer, recipe.group_size)
+    quantize_8da4w(transformer, recipe.group_size, release)
     return copies
 
 
-def quantize_8da4w(module: nn.Module, group_size: int) -> int:
+def quantize_8da4w(module: nn.Module, group_size: int, after_each: Callable[[], object] | None = None) -> int:
     """int4 weights in groups, dynamic int8 activations, on every Linear whose width the group divides; the
     output projections (`proj_out`, `proj_out_r{r}`), whose error goes straight into the velocity, get int8
     weights instead (on the velocity-predicting trained demo dc0534d5: 17.7-19.3 dB SNR with them in int4,
     22.9-24.8 dB in int8).
 
-    Quantizes in place, once, so every method built from this module shares the quantized weights.
+    Quantizes in place, once, so every method built from this module shares the quantized weights, one group of
+    Linears at a time (a transformer block, or a top-level module), `after_each` called after each group.
     Returns the number of Linears quantized.
     """
     from torchao.quantization import Int8DynamicActivationIntxWeightConfig, PerAxis, PerGroup, quantize_
@@ -68,12 +72,21 @@ def quantize_8da4w(module: nn.Module, group_size: int) -> int:
     linears = {
         name: m for name, m in module.named_modules() if isinstance(m, nn.Linear) and m.in_features % group_size == 0
     }
-    # XNNPACK takes group-wise scales for 4-bit weights only: int8 weights are per output channel
-    for bits, granularity, output in ((torch.int8, PerAxis(0), True), (torch.int4, PerGroup(group_size), False)):
-        chosen = {id(m) for name, m in linears.items() if name.split(".")[-1].startswith(OUTPUT_PROJECTION) == output}
-        quantize_(
-            module,
-            Int8DynamicActivationIntxWeightConfig(weight_dtype=bits, weight_granularity=granularity),
-            filter_fn=lambda m, _fqn, chosen=chosen: id(m) in chosen,
-        )
+    groups: dict[str, dict[str, nn.Linear]] = {}
+    for name, m in linears.items():
+        parts = name.split(".")
+        key = ".".join(parts[:2]) if len(parts) > 2 and parts[1].isdigit() else parts[0]
+        groups.setdefault(key, {})[name] = m
+    for group in groups.values():
+        # XNNPACK takes group-wise scales for 4-bit weights only: int8 weights are per output channel
+        for bits, granularity, output in ((torch.int8, PerAxis(0), True), (torch.int4, PerGroup(group_size), False)):
+            chosen = {id(m) for name, m in group.items() if name.split(".")[-1].startswith(OUTPUT_PROJECTION) == output}
+            if chosen:
+                quantize_(
+                    module,
+                    Int8DynamicActivationIntxWeightConfig(weight_dtype=bits, weight_granularity=granularity),
+                    filter_fn=lambda m, _fqn, chosen=chosen: id(m) in chosen,
+                )
+        if after_each is not None:
+            after_each()
     return len(linears)

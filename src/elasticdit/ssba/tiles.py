@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch._subclasses.fake_tensor import unset_fake_temporarily
 
 from .pattern import SSBAPattern
 
@@ -60,16 +61,18 @@ class TilesAttention(nn.Module):
 
     def _flat_indices(self, batch: int, seq: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Indices into the [batch*seq, D] view of q/k/v, one row per (batch, group). Computed with numpy so that
-        torch.export records them as constants, not as index arithmetic in the graph."""
+        torch.export records them as constants, not as index arithmetic in the graph. Real tensors even when a
+        fake-tensor trace (cost counting, `inspection.count_cost`) builds them first: they are cached."""
         if (batch, seq) not in self._flat:
             offset = (np.arange(batch) * seq).reshape(batch, 1, 1)
-            self._flat[batch, seq] = [
-                (
-                    torch.from_numpy((q + offset).reshape(batch * len(q), -1)),
-                    torch.from_numpy((k + offset).reshape(batch * len(k), -1)),
-                )
-                for q, k in self.buckets
-            ]
+            with unset_fake_temporarily():
+                self._flat[batch, seq] = [
+                    (
+                        torch.from_numpy((q + offset).reshape(batch * len(q), -1)),
+                        torch.from_numpy((k + offset).reshape(batch * len(k), -1)),
+                    )
+                    for q, k in self.buckets
+                ]
         return self._flat[batch, seq]
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
