@@ -11,6 +11,7 @@ from configs import tiny_config
 from typer.testing import CliRunner
 
 from elasticdit import exporter
+from elasticdit.chunking import plan_chunks
 from elasticdit.cli import app
 from elasticdit.errors import PhoneLimitError
 from elasticdit.exporter import ExportRequest, export_bundle
@@ -33,6 +34,15 @@ def no_work(monkeypatch):
         raise WorkStarted
 
     monkeypatch.setattr(exporter, "export_units", started)
+
+
+def chunk_bytes(recipe: str, limits: PhoneLimits) -> int:
+    """The first package's planned weight-file bytes at the smallest range (block 0), from the refusal's reason."""
+    cfg = tiny_config(text_encoder=True)
+    points, storage = operating_points(cfg), get_target("ios").weight_storage(target_recipe(recipe, "ios"))
+    reason = plan_chunks(cfg, points, [cfg.resolution], weight_plan(cfg, points, cfg.resolution), storage, limits)
+    assert isinstance(reason, str)
+    return int(reason.split("MiB (")[1].split(" bytes")[0])
 
 
 def ios_footprint(recipe: str, ops: list[str] | None = None):
@@ -59,30 +69,49 @@ def test_footprint_counts_each_tensor_once_in_the_recipes_storage():
     assert pal4.total < half.total and pal4.others == half.others  # decode / encode_text stay float
 
 
-def test_a_recipe_over_the_weight_file_limit_is_refused_before_any_work(tiny_ckpt, tmp_path, no_work):
-    total = ios_footprint("ios-fp16").total
+def test_a_recipe_over_the_weight_file_limit_is_chunked_or_refused_before_any_work(tiny_ckpt, tmp_path, no_work):
+    """Over the weight-file limit the transformer is split into block-range packages (chunking.py) while one range
+    fits; when block 0 with the embedders (and decode / encode_text, which ride in the first package) cannot, the
+    recipe is refused naming the recipes that fit."""
+    fp16 = ios_footprint("ios-fp16")
     out = tmp_path / "b"
-    just_over = PhoneLimits(weight_file_bytes=total - 1, weight_file_rule="the package's one weight.bin")
+    with pytest.raises(WorkStarted):  # just over: chunked, the export goes on
+        export_bundle(
+            ExportRequest(tiny_ckpt, "ios", out, "ios-fp16", limits=PhoneLimits(weight_file_bytes=fp16.total - 1))
+        )
+    first = chunk_bytes("ios-fp16", PhoneLimits(function_bytes=1))  # block 0's package, unchunkable below it
+    pal4 = chunk_bytes("ios-palettize4", PhoneLimits(function_bytes=1))
+    assert pal4 < first
+    just_over = PhoneLimits(weight_file_bytes=first - 1, weight_file_rule="the package's one weight.bin")
     with pytest.raises(PhoneLimitError, match="recipe ios-fp16 would put .* weight.bin") as info:
         export_bundle(ExportRequest(tiny_ckpt, "ios", out, "ios-fp16", limits=just_over))
     message = str(info.value)
+    assert "split into block-range packages block 0 with the embedders already needs" in message
     assert "ios-palettize4" in message and "ios-int8" in message and "ios-fp32" not in message
     assert not out.exists()
-    with pytest.raises(WorkStarted):  # just under (at) the limit: the export goes on
-        export_bundle(ExportRequest(tiny_ckpt, "ios", out, "ios-fp16", limits=PhoneLimits(weight_file_bytes=total)))
+    with pytest.raises(WorkStarted):  # at the limit: the export goes on
+        export_bundle(ExportRequest(tiny_ckpt, "ios", out, "ios-fp16", limits=PhoneLimits(weight_file_bytes=first)))
 
 
-def test_a_function_over_its_limit_is_refused_and_no_recipe_fits(tiny_ckpt, tmp_path, no_work):
+def test_a_function_over_its_limit_is_chunked_or_refused_and_no_recipe_fits(tiny_ckpt, tmp_path, no_work):
     fp = ios_footprint("ios-palettize4", ["r1_d4", "r2_d2"])
     largest = max([*fp.points.values(), *fp.others.values()])
-    big = max(fp.points, key=lambda n: fp.points[n])
     req = ExportRequest(tiny_ckpt, "ios", tmp_path / "b", "ios-palettize4", ops=["r1_d4", "r2_d2"])
-    with pytest.raises(PhoneLimitError, match=f"over the .* limit .*{big}"):
+    with pytest.raises(WorkStarted):  # one byte under the largest function: chunked
         export_bundle(ExportRequest(**{**req.__dict__, "limits": PhoneLimits(function_bytes=largest - 1)}))
     with pytest.raises(WorkStarted):
         export_bundle(ExportRequest(**{**req.__dict__, "limits": PhoneLimits(function_bytes=largest)}))
+    decode = fp.others["decode"]  # decode cannot be split: under its size, refused whatever the blocks
+    with pytest.raises(PhoneLimitError, match="over the .* limit .*decode.*decode alone is over"):
+        export_bundle(ExportRequest(**{**req.__dict__, "limits": PhoneLimits(function_bytes=decode - 1)}))
     with pytest.raises(PhoneLimitError, match="no ios recipe fits these operating points"):
         export_bundle(ExportRequest(**{**req.__dict__, "limits": PhoneLimits(weight_file_bytes=1000)}))
+
+
+def test_android_is_refused_not_chunked(tiny_ckpt, tmp_path, no_work):
+    req = ExportRequest(tiny_ckpt, "android", tmp_path / "b", limits=PhoneLimits(weight_file_bytes=1000))
+    with pytest.raises(PhoneLimitError, match="android bundles are not split into block-range packages"):
+        export_bundle(req)
 
 
 def test_ios_carries_the_core_ml_limits_and_the_other_targets_none():
@@ -105,12 +134,16 @@ def test_manifest_reports_weight_bytes_and_the_planned_arena(android_bundle):
 
 
 def test_inspect_reports_weight_bytes_in_a_recipes_storage(tiny_ckpt):
+    reports = []
+
     def inspect(*args):
         result = runner.invoke(app, ["inspect", str(tiny_ckpt), "--json", *args])
         assert result.exit_code == 0, result.output + result.stderr
-        return {p["name"]: p["weight_bytes"] for p in json.loads(result.stdout)["operating_points"]}
+        reports.append(json.loads(result.stdout))
+        return {p["name"]: p["weight_bytes"] for p in reports[-1]["operating_points"]}
 
     fp32, pal4 = inspect(), inspect("--target", "ios", "--recipe", "ios-palettize4")
+    assert "phone_limits" not in reports[0] and reports[1]["phone_limits"] == {"fits": True, "chunks": None}
     assert (
         fp32
         == weight_plan(tiny_config(text_encoder=True), operating_points(tiny_config(text_encoder=True)), (128, 128))

@@ -12,8 +12,9 @@ from .bundle.manifest import Manifest, MethodEntry, PointEntry, TextEncoderEntry
 from .bundle.tokenizers import sd3_tokenizer
 from .bundle.writer import BundleWriter
 from .checkpoint import Checkpoint, load_checkpoint
+from .chunking import ChunkPlan, chain_entries, chunked_units, plan_chunks
 from .errors import DenseAttentionError, ExportError, PhoneLimitError
-from .footprint import Footprint, PhoneLimits, over_limits, point_key, weight_plan
+from .footprint import Footprint, PhoneLimits, WeightStorage, over_limits, point_key, weight_plan
 from .inspection import count_cost, ssba_stats
 from .lowering import lower
 from .operating_points import OperatingPoint, full_point, operating_points, select
@@ -51,30 +52,73 @@ def check_phone_limits(
     points: list[OperatingPoint],
     resolutions: list[tuple[int, int]],
     limits: PhoneLimits,
-) -> Footprint:
-    """The recipe's planned footprint, or a `PhoneLimitError` (before any work) naming what breaks the target's
-    limits and the packaged recipes of this target that would fit."""
+) -> tuple[Footprint, ChunkPlan | None]:
+    """The recipe's planned footprint and, when its weights break the target's limits and the target chunks the
+    transformer, the block ranges whose packages keep under them (`chunking.plan_chunks`); or a `PhoneLimitError`
+    (before any work) naming what breaks the limits and the packaged recipes of this target that would fit."""
     plan = weight_plan(cfg, points, resolutions)
+
+    def fitting(storage: WeightStorage) -> tuple[list[str], ChunkPlan | str | None]:
+        """(what breaks the limits unchunked, the chunk plan or why there is none; None when it fits whole)."""
+        fp = plan.footprint(storage)
+        problems = over_limits(fp, limits)
+        if not problems:
+            return problems, None
+        if not target.chunks_transformer:
+            return problems, f"{target.name} bundles are not split into block-range packages"
+        big = [n for n, b in fp.others.items() if limits.function_bytes is not None and b > limits.function_bytes]
+        if big:
+            return problems, f"{', '.join(big)} alone is over the {limits.function_rule} limit"
+        return problems, plan_chunks(cfg, points, resolutions, plan, storage, limits)
+
     fp = plan.footprint(target.weight_storage(recipe))
-    problems = over_limits(fp, limits)
-    if not problems:
-        return fp
-    fitting = []
+    problems, chunks = fitting(target.weight_storage(recipe))
+    if chunks is None or isinstance(chunks, ChunkPlan):
+        return fp, chunks
+    fit = []
     for name, path in packaged_recipes().items():
         if path.parent.parent.name != target.name or name == recipe.name:
             continue
         other = load_recipe(name, target, TARGETS)
-        if not over_limits(plan.footprint(target.weight_storage(other)), limits):
-            fitting.append(other.name)
+        if not isinstance(fitting(target.weight_storage(other))[1], str):
+            fit.append(other.name)
     hint = (
-        f"recipes that fit: {', '.join(fitting)}"
-        if fitting
+        f"recipes that fit: {', '.join(fit)}"
+        if fit
         else f"no {target.name} recipe fits these operating points: export fewer or lighter ones (--ops)"
     )
     raise PhoneLimitError(
-        f"recipe {recipe.name} would put {'; '.join(problems)}; {hint} (splitting the transformer into block-range "
-        "packages is not done yet)"
+        f"recipe {recipe.name} would put {'; '.join(problems)}, and split into block-range packages {chunks}; {hint}"
     )
+
+
+def phone_limits_report(
+    target_name: str,
+    recipe_name: str,
+    cfg: Any,
+    resolution: tuple[int, int],
+    limits: PhoneLimits | None = None,
+) -> dict[str, Any]:
+    """`inspect`'s view of the phone limits for every point at one resolution: whether the recipe fits, and the
+    block-range packages it would be chunked into (file, blocks [lo, hi), planned bytes) or the refusal."""
+    from .chunking import package_file
+
+    target = get_target(target_name)
+    recipe = load_recipe(recipe_name, target, TARGETS)
+    try:
+        _, chunks = check_phone_limits(
+            target, recipe, cfg, operating_points(cfg), [resolution], limits or target.limits
+        )
+    except PhoneLimitError as exc:
+        return {"fits": False, "error": str(exc), "chunks": None}
+    if chunks is None:
+        return {"fits": True, "chunks": None}
+    sizes = zip(chunks.ranges, chunks.file_bytes, chunks.function_bytes, strict=True)
+    pieces = [
+        {"file": package_file(k), "blocks": [lo, hi], "weight_file_bytes": f, "largest_function_bytes": b}
+        for k, ((lo, hi), f, b) in enumerate(sizes)
+    ]
+    return {"fits": True, "chunks": pieces}
 
 
 def point_entry(ck: Checkpoint, unit: ExportUnit) -> PointEntry:
@@ -168,8 +212,9 @@ def build_manifest(
             replace(
                 e, file=a.file, data_file=a.data_file, inputs=a.inputs, outputs=a.outputs, arena_bytes=a.arena_bytes
             )
+            if (a := by_method.get(e.method)) is not None
+            else chain_entries(e, units, by_method)  # a chunked point: its pieces' functions, chained
             for e in entries
-            for a in [by_method[e.method]]
         ],
         decoder=decoders[0] if decoders else None,
         decoders=decoders[1:],
@@ -245,7 +290,7 @@ def export_bundle(req: ExportRequest) -> dict[str, Any]:
     for resolution in resolutions:
         refuse_dense_on_ssba(ck, recipe, points, resolution)
     limits = req.limits if req.limits is not None else target.limits
-    planned = check_phone_limits(target, recipe, ck.cfg, points, resolutions, limits)  # before any work
+    planned, chunks = check_phone_limits(target, recipe, ck.cfg, points, resolutions, limits)  # before any work
     schedules = checked_schedules(req.schedules, ck, points, resolutions)
     models = ck.models()
     batch = 2 if req.cfg_batch else 1
@@ -264,6 +309,8 @@ def export_bundle(req: ExportRequest) -> dict[str, Any]:
             for u in units
             if u.kind == MethodKind.DENOISE and u.point is not None and u.resolution is not None
         ]
+        if chunks is not None:  # each denoise unit as its pieces, one per block range it has a function in
+            units = chunked_units(models, units, chunks, recipe.attention)
         lowered = lower(models, units, recipe, target.formulation, calibration, report, ck.release_pages)
         ck.release_pages()  # a quantizing recipe no longer reads the float weights it replaced
         artifacts = target.write(lowered, recipe, writer.root, report, weights=req.weights)

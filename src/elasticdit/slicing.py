@@ -27,6 +27,7 @@ class ExportUnit:
     outputs: list[TensorSpec]
     point: OperatingPoint | None = None
     resolution: tuple[int, int] | None = None  # denoise and decode: the image size the method is fixed to
+    chunk: int | None = None  # a piece of a chunked point: its block range's package (chunking.py)
 
 
 def method_name(base: str, resolution: tuple[int, int], default: tuple[int, int]) -> str:

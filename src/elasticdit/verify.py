@@ -228,7 +228,7 @@ def check_method(
     checked = isinstance(entry, PointEntry) and recipe.attention != "masked"
     lowered = reference_unit(models, entry, manifest, recipe.attention) if checked else None
     same = target.reference(models, recipe, unit)
-    note = runner.note(entry)
+    note = ""
     if isinstance(entry, PointEntry) and tuple(entry.blocks) != unit.point.blocks:
         note = f"the manifest lists blocks {entry.blocks}, the checkpoint's {entry.name} has {list(unit.point.blocks)}"
     try:
@@ -236,6 +236,7 @@ def check_method(
     finally:
         if same is not None:
             same.close()
+    note = note or runner.note(entry)  # after the run: what it ran (e.g. the weight tensors found) is known
     limit, floor = limits(recipe, entry.kind)
     lowering_limit = float32_limit(recipe)
     lowering_ok = lowering is None or lowering <= lowering_limit
@@ -265,6 +266,72 @@ def check_method(
     )
 
 
+def piece_inputs(models: Models, unit: ExportUnit, entry: PointEntry, inputs: list) -> dict[str, list]:
+    """Each piece's inputs (by function) when the checkpoint's float32 pieces are chained on the point's inputs."""
+    from .chunking import rebuilt_piece_unit, run_chain
+
+    given: dict[str, list] = {}
+
+    def float32(piece: Any, values: list[torch.Tensor]) -> list[torch.Tensor]:
+        given[piece.function] = values
+        return _run(rebuilt_piece_unit(models, unit, piece, "masked").module, values)
+
+    run_chain(entry, inputs, float32)
+    return given
+
+
+def check_pieces(
+    target: Target, runner: Any, models: Models, recipe: Recipe, manifest: Manifest, entry: PointEntry
+) -> list[MethodCheck]:
+    """Each piece of a chunked point on its own (`run_piece`), against the piece's same-numerics reference, on the
+    inputs the float32 pieces chained give it at each noise level (the chained point is `check_method`'s)."""
+    from .chunking import rebuilt_piece_unit
+
+    unit = reference_unit(models, entry, manifest)
+    lowered = reference_unit(models, entry, manifest, recipe.attention)
+    draws = [(sigma, piece_inputs(models, unit, entry, inputs)) for sigma, inputs in verification_inputs(models, entry)]
+    limit, floor = limits(recipe, entry.kind)
+    checks = []
+    for chunk in entry.chunks:
+        fp32 = rebuilt_piece_unit(models, unit, chunk, "masked")
+        piece = rebuilt_piece_unit(models, lowered, chunk, recipe.attention)
+        same = target.reference(models, recipe, fp32)
+        levels = []
+        try:
+            for sigma, given in draws:
+                values = given[chunk.function]
+                out = runner.run_piece(entry, chunk, piece, values)
+                exact = _run(fp32.module, values)
+                ref = same.run(values) if same is not None else exact
+                levels.append(
+                    Level(
+                        sigma,
+                        max(rel_err(o, r) for o, r in zip(out, ref, strict=True)),
+                        min(snr_db(o, r) for o, r in zip(out, exact, strict=True)),
+                    )
+                )
+        finally:
+            if same is not None:
+                same.close()
+        value, snr = max(lv.rel_err for lv in levels), min(lv.snr_db for lv in levels)
+        checks.append(
+            MethodCheck(
+                chunk.function,
+                f"{entry.kind} piece",
+                same.name if same is not None else "float32 (PyTorch)",
+                "rel_err",
+                value,
+                limit,
+                snr,
+                floor,
+                value <= limit and (floor is None or snr >= floor),
+                levels,
+                f"blocks {chunk.blocks} of {entry.method} in {chunk.file}",
+            )
+        )
+    return checks
+
+
 def verify_bundle(bundle: str | Path, checkpoint: Path | None = None, threads: int | None = None) -> dict[str, Any]:
     opened = read_bundle(bundle, check=False)
     manifest = opened.manifest
@@ -279,7 +346,11 @@ def verify_bundle(bundle: str | Path, checkpoint: Path | None = None, threads: i
     models = ck.models()
     target = opened.target
     runner = target.host_runner(opened.path, manifest, threads, models)
-    checks = [check_method(target, runner, models, recipe, manifest, entry) for entry in manifest.methods()]
+    checks = []
+    for entry in manifest.methods():
+        checks.append(check_method(target, runner, models, recipe, manifest, entry))
+        if isinstance(entry, PointEntry) and entry.chunks:
+            checks += check_pieces(target, runner, models, recipe, manifest, entry)
     return {
         "bundle": str(opened.path),
         "target": manifest.target,

@@ -93,7 +93,13 @@ def check_paths(bundle: str | Path, doc: dict[str, Any]) -> None:
     for rel in tokenizer_paths(doc):
         if _confined(bundle, rel, "tokenizer file") not in listed:
             raise BundlePathError(f"the tokenizer reads {rel!r}, which the manifest's hashed file list does not hold")
-    for entry in method_entries(doc):
+    pieces = []  # a chunked point's pieces (`chunks`) run files too
+    for point in doc["operating_points"]:
+        chunks = point.get("chunks", []) if isinstance(point, dict) else []
+        if not isinstance(chunks, list) or not all(isinstance(c, dict) for c in chunks):
+            raise BundlePathError(f"{bundle}: the chunks of method {point.get('method')!r} are not a list of entries")
+        pieces += [{"method": c.get("function"), "file": c.get("file")} for c in chunks]
+    for entry in [*method_entries(doc), *pieces]:
         file = _confined(bundle, entry.get("file"), f"method {entry.get('method')!r} file")
         if file not in listed and not any(p.startswith(file + "/") for p in listed):
             raise BundlePathError(

@@ -74,6 +74,37 @@ class MethodEntry:
 
 
 @dataclass(kw_only=True)
+class ChunkEntry:
+    """One piece of a chunked point: a function of one block-range package, the point's blocks it runs, and its
+    named inputs / outputs (taken from the denoise inputs and the earlier pieces' outputs, by name)."""
+
+    file: str
+    function: str
+    blocks: list[int]
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "function": self.function,
+            "blocks": list(self.blocks),
+            "inputs": [s.to_dict() for s in self.inputs],
+            "outputs": [s.to_dict() for s in self.outputs],
+        }
+
+    @staticmethod
+    def from_dict(doc: dict[str, Any]) -> ChunkEntry:
+        return ChunkEntry(
+            file=doc["file"],
+            function=doc["function"],
+            blocks=[int(b) for b in doc["blocks"]],
+            inputs=_specs(doc["inputs"]),
+            outputs=_specs(doc["outputs"]),
+        )
+
+
+@dataclass(kw_only=True)
 class PointEntry(MethodEntry):
     """A denoise method: one operating point."""
 
@@ -88,6 +119,7 @@ class PointEntry(MethodEntry):
     ssba_image_sparsity: float = 0.0
     weight_bytes: int = 0  # planned resident weight bytes of this method in the bundle's storage (footprint.py)
     arena_bytes: int | None = None  # the activation arena the runtime plans for it, where the target knows it
+    chunks: list[ChunkEntry] = field(default_factory=list)  # a chunked point: its pieces in chain order (else none)
 
     @property
     def point(self) -> OperatingPoint:
@@ -116,6 +148,7 @@ class PointEntry(MethodEntry):
             "arena_bytes": self.arena_bytes,
             "inputs": method["inputs"],
             "outputs": method["outputs"],
+            **({"chunks": [c.to_dict() for c in self.chunks]} if self.chunks else {}),
         }
 
 
@@ -252,6 +285,7 @@ class Manifest:
                     resolution=_resolution(p.get("resolution")),
                     weight_bytes=int(p.get("weight_bytes") or 0),
                     arena_bytes=p.get("arena_bytes"),
+                    chunks=[ChunkEntry.from_dict(c) for c in p.get("chunks") or []],
                 )
                 for p in doc["operating_points"]
             ]

@@ -58,8 +58,9 @@ def inspect(
     from ..targets import get_target, target_recipe
 
     path = checkpoint or default_checkpoint()
-    storage = None
+    storage, limits = None, None
     if recipe:
+        from ..exporter import phone_limits_report
         from ..recipes import packaged_recipes
 
         known = packaged_recipes()
@@ -67,8 +68,12 @@ def inspect(
         if name is None:
             raise typer.BadParameter("--recipe PATH.toml needs --target")
         storage = get_target(name).weight_storage(target_recipe(recipe, name))
-    report = inspect_models(_load_for_inspect(path, resolution), resolution, attention, storage)
+    models = _load_for_inspect(path, resolution)
+    report = inspect_models(models, resolution, attention, storage)
     report["recipe"] = recipe
+    if recipe:  # every point at this resolution, against the target's phone limits (chunked or refused)
+        limits = phone_limits_report(name, recipe, models.cfg, tuple(report["resolution"]))
+        report["phone_limits"] = limits
     report["checkpoint"] = str(path)
     if as_json:
         print_json(report)
@@ -123,6 +128,21 @@ def inspect(
         f"torch.utils.flop_counter on each static module ({report['operating_points'][0]['attention']} "
         "attention)."
     )
+    if limits is not None:
+        out.print(limits_line(limits))
+
+
+def limits_line(limits: dict) -> str:
+    if not limits["fits"]:
+        return f"[red]phone limits:[/] {limits['error']}"
+    if not limits["chunks"]:
+        return "phone limits: every point fits in one package"
+    pieces = "; ".join(
+        f"{c['file']} blocks {c['blocks'][0]}-{c['blocks'][1] - 1}: weight file {c['weight_file_bytes'] / 2**20:.1f} "
+        f"MiB, largest function {c['largest_function_bytes'] / 2**20:.1f} MiB"
+        for c in limits["chunks"]
+    )
+    return f"phone limits: chunked into {len(limits['chunks'])} block-range packages ({pieces})"
 
 
 @app.command()

@@ -105,6 +105,7 @@ class Target(ABC):
     runs_without_checkpoint: bool = True  # its host runner needs only the bundle (generate, eval)
     weights_forms: tuple[str, ...] = ("inline",)  # `export --weights`: inline (in the program) or external
     limits: PhoneLimits = PhoneLimits()  # what its artifacts must respect on a phone (none by default)
+    chunks_transformer: bool = False  # over its limits, the transformer may be split into block-range artifacts
     custom_ops: tuple[str, ...] = ()  # custom operators its runtime can be built with (a recipe lowering to others
     # is refused when it is read: recipes.parse_recipe)
 

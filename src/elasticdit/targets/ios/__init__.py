@@ -38,6 +38,7 @@ class IOSTarget(Target):
         weight_file_rule="the package's one weight.bin",
         function_rule="Neural Engine's per-function",
     )
+    chunks_transformer = True  # one package per block range (`chunking.py`), decode / encode_text in the first
 
     def weight_storage(self, recipe: Recipe) -> WeightStorage:
         float_bytes = 2.0 if recipe.precision == "fp16" else 4.0
@@ -50,9 +51,16 @@ class IOSTarget(Target):
     def write(
         self, lowered: list[LoweredUnit], recipe: Recipe, folder: Path, report: Reporter, weights: str = "inline"
     ) -> list[Artifact]:
+        from ...chunking import package_file
         from .convert import write_package
 
-        return write_package(lowered, recipe, folder, report)
+        if all(lu.unit.chunk is None for lu in lowered):
+            return write_package(lowered, recipe, folder, report)
+        artifacts = []
+        for index in sorted({lu.unit.chunk for lu in lowered if lu.unit.chunk is not None}):
+            group = [lu for lu in lowered if lu.unit.chunk == index or (index == 0 and lu.unit.chunk is None)]
+            artifacts += write_package(group, recipe, folder, report, package_file(index))
+        return artifacts
 
     def host_runner(
         self, bundle: Path, manifest: Manifest, threads: int | None = None, models: Models | None = None

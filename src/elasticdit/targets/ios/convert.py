@@ -153,9 +153,12 @@ def canonicalize(pkg: Path, metadata: dict[str, str]) -> None:
             os.chmod(os.path.join(root, name), 0o644)
 
 
-def write_package(lowered: list[LoweredUnit], recipe: Recipe, folder: Path, report: Reporter) -> list[Artifact]:
-    """Write model.mlpackage into folder; one Artifact per method, with the dtypes the package really takes
-    (Core ML has no int64 inputs: `tokens` becomes int32), so the manifest describes the package."""
+def write_package(
+    lowered: list[LoweredUnit], recipe: Recipe, folder: Path, report: Reporter, package: str = PACKAGE
+) -> list[Artifact]:
+    """Write `package` (model.mlpackage, or a chunked bundle's block-range package) into folder; one Artifact per
+    method, with the dtypes the package really takes (Core ML has no int64 inputs: `tokens` becomes int32), so the
+    manifest describes the package."""
     from ... import __version__
     from .package import describe, feature_specs
 
@@ -180,12 +183,12 @@ def write_package(lowered: list[LoweredUnit], recipe: Recipe, folder: Path, repo
                 mlmodel.save(str(singles[unit.method]))
         report.stage("Core ML: merging the functions")
         default = next(lu.method for lu in lowered if lu.unit.kind == MethodKind.DENOISE)
-        merge(singles, folder / PACKAGE, default)
+        merge(singles, folder / package, default)
     canonicalize(
-        folder / PACKAGE,
+        folder / package,
         {"elasticdit.tool_version": __version__, "elasticdit.recipe": recipe.name, "elasticdit.default": default},
     )
-    described = describe(folder / PACKAGE)
+    described = describe(folder / package)
     artifacts = []
     for lu in lowered:
         info = described[lu.method]
@@ -193,7 +196,7 @@ def write_package(lowered: list[LoweredUnit], recipe: Recipe, folder: Path, repo
         info["precision"] = recipe.precision
         info["compression"] = recipe.quantization if lu.unit.kind == MethodKind.DENOISE else "none"
         inputs, outputs = taken[lu.method]
-        artifacts.append(Artifact(lu.method, PACKAGE, inputs, outputs, info))
+        artifacts.append(Artifact(lu.method, package, inputs, outputs, info))
     report.advance()
     return artifacts
 

@@ -161,34 +161,44 @@ def describe(pkg: Path) -> dict[str, dict[str, Any]]:
     return report
 
 
-def check_package(bundle: Path, manifest: Any) -> Path:
-    """Function names, default function, and every function's input/output names, shapes and dtypes against
-    the manifest (`BundleError` naming the first mismatch); returns the package path."""
-    entries = {e.method: e for e in manifest.methods()}
-    files = {e.file for e in entries.values()}
-    if len(files) != 1:
-        raise BundleError(f"an iOS bundle holds one package; the manifest names {sorted(files)}")
-    pkg = bundle / files.pop()
-    spec = load_spec(pkg).get_spec()
-    functions = [f.name for f in spec.description.functions]
-    missing = [m for m in entries if m not in functions]
-    extra = [f for f in functions if f not in entries]
-    if missing or extra:
-        raise BundleError(f"{pkg.name}: functions {functions} do not match the manifest's methods {list(entries)}")
-    default = manifest.operating_points[0].method
-    if spec.description.defaultFunctionName != default:
-        raise BundleError(
-            f"{pkg.name}: default function is '{spec.description.defaultFunctionName}', expected '{default}'"
-        )
-    for f in spec.description.functions:
-        load_spec(pkg, f.name)  # each function loads on its own
-        entry = entries[f.name]
-        for side, features in (("inputs", f.input), ("outputs", f.output)):
-            got = feature_specs(features)
-            want = [s.to_dict() for s in getattr(entry, side)]
-            if got != want:
-                raise BundleError(f"{pkg.name}: function {f.name} {side} are {got}, the manifest says {want}")
-    return pkg
+def package_functions(manifest: Any) -> dict[str, dict[str, Any]]:
+    """file -> {function: entry with `inputs` / `outputs`}, in manifest order: every method, a chunked point as
+    its pieces (`PointEntry.chunks`)."""
+    files: dict[str, dict[str, Any]] = {}
+    for entry in manifest.methods():
+        for piece in getattr(entry, "chunks", None) or [entry]:
+            files.setdefault(piece.file, {})[getattr(piece, "function", None) or entry.method] = piece
+    return files
+
+
+def check_package(bundle: Path, manifest: Any) -> dict[str, Path]:
+    """Each package's function names, default function, and every function's input/output names, shapes and dtypes
+    against the manifest (`BundleError` naming the first mismatch); returns the packages by manifest file name.
+
+    One package (`model.mlpackage`) holds every method; a chunked bundle holds one per block range, each with its
+    pieces' functions (and the first with decode / encode_text). A package's default function is its first."""
+    packages = {}
+    for file, entries in package_functions(manifest).items():
+        pkg = bundle / file
+        spec = load_spec(pkg).get_spec()
+        functions = [f.name for f in spec.description.functions]
+        if sorted(functions) != sorted(entries):
+            raise BundleError(f"{pkg.name}: functions {functions} do not match the manifest's methods {list(entries)}")
+        default = next(iter(entries))
+        if spec.description.defaultFunctionName != default:
+            raise BundleError(
+                f"{pkg.name}: default function is '{spec.description.defaultFunctionName}', expected '{default}'"
+            )
+        for f in spec.description.functions:
+            load_spec(pkg, f.name)  # each function loads on its own
+            entry = entries[f.name]
+            for side, features in (("inputs", f.input), ("outputs", f.output)):
+                got = feature_specs(features)
+                want = [s.to_dict() for s in getattr(entry, side)]
+                if got != want:
+                    raise BundleError(f"{pkg.name}: function {f.name} {side} are {got}, the manifest says {want}")
+        packages[file] = pkg
+    return packages
 
 
 _SUFFIXES = ("_to_fp16", "_to_fp32", "_quantized", "_palettized")

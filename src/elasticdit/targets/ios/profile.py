@@ -47,15 +47,32 @@ class CoreMLHost:  # pragma: no cover - needs macOS
         self.ct, self.bundle = coremltools(), bundle
 
     def load(self, entry: Any, etdump: bool = False) -> tuple[Any, float]:
+        """One Core ML model per function; a chunked point's pieces, each its own (file, function), in chain order."""
         t0 = time.perf_counter()
-        model = self.ct.models.MLModel(
-            str(self.bundle / entry.file), function_name=entry.method, compute_units=self.ct.ComputeUnit.ALL
-        )
-        return model, (time.perf_counter() - t0) * 1e3
+        pieces = entry.chunks if getattr(entry, "chunks", None) else [entry]
+        models = {
+            getattr(p, "function", None) or entry.method: self.ct.models.MLModel(
+                str(self.bundle / p.file),
+                function_name=getattr(p, "function", None) or entry.method,
+                compute_units=self.ct.ComputeUnit.ALL,
+            )
+            for p in pieces
+        }
+        return models, (time.perf_counter() - t0) * 1e3
 
     @staticmethod
     def execute(handle: Any, entry: Any, inputs: list[torch.Tensor]) -> None:
-        handle.predict({spec.name: t.numpy() for spec, t in zip(entry.inputs, inputs, strict=True)})
+        from ...chunking import run_chain
+
+        def call(piece: Any, values: list[torch.Tensor]) -> list[torch.Tensor]:
+            feeds = {spec.name: t.numpy() for spec, t in zip(piece.inputs, values, strict=True)}
+            result = handle[getattr(piece, "function", None) or entry.method].predict(feeds)
+            return [torch.from_numpy(result[s.name]) for s in piece.outputs]
+
+        if getattr(entry, "chunks", None):  # untested here: Core ML runs only on macOS
+            run_chain(entry, inputs, call)
+        else:
+            call(entry, inputs)
 
     def ops(self, entry: Any, inputs: list[torch.Tensor]) -> dict[str, Any] | None:
         return None

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ...chunking import rebuilt_piece_unit, run_chain
 from ...errors import BundleError
 from ...lowering import export_program
 from ...slicing import ExportUnit, decode_unit, denoise_unit, encode_text_unit
@@ -109,56 +110,95 @@ def rebuild_unit(models: Any, manifest: Any, entry: Any) -> ExportUnit:
 
 
 class PackageGraphRunner:
-    """Linux: each method as the torch graph given to ct.convert, with the package's weights."""
+    """Linux: each method as the torch graph given to ct.convert, with the package's weights; a chunked point as its
+    pieces' graphs, chained (`chunking.run_chain`)."""
 
     def __init__(self, bundle: Path, manifest: Any, models: Any, formulation: Any):
-        self.pkg = check_package(bundle, manifest)
+        self.packages = check_package(bundle, manifest)
         self.manifest, self.models, self.formulation = manifest, models, formulation
         self.precision = manifest.recipe.precision
-        self.weights = package_weights(self.pkg)
+        self.weights = {fn: w for pkg in self.packages.values() for fn, w in package_weights(pkg).items()}
         self.found: dict[str, int] = {}
+        self.programs: dict[str, tuple[Any, dict[str, torch.Tensor]]] = {}
 
     def run(self, entry: Any, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
-        method = entry.method
-        ep = export_program(rebuild_unit(self.models, self.manifest, entry), self.formulation)
-        want = (self.manifest.backend_report.get(method) or {}).get("graph_sha256")
-        if want and graph_digest(ep) != want:
-            raise BundleError(
-                f"the graph rebuilt for {method} differs from the one converted at export (sha256 "
-                f"{graph_digest(ep)[:12]} != {want[:12]}); its numerics cannot be checked with this tool version"
-            )
-        overrides, self.found[method] = graph_inputs_from_package(ep, self.weights[method])
+        unit = rebuild_unit(self.models, self.manifest, entry)
+        if getattr(entry, "chunks", None):
+            attention = self.manifest.recipe.attention
+
+            def piece(chunk: Any, values: list[torch.Tensor]) -> list[torch.Tensor]:
+                return self.run_unit(rebuilt_piece_unit(self.models, unit, chunk, attention), values)
+
+            found = self.found
+            result = run_chain(entry, inputs, piece)
+            found[entry.method] = sum(found.get(c.function, 0) for c in entry.chunks)
+            return result
+        return self.run_unit(unit, inputs)
+
+    def run_piece(self, entry: Any, chunk: Any, unit: ExportUnit, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+        """One piece of a chunked point (`unit`: the piece rebuilt with the recipe's attention)."""
+        return self.run_unit(unit, inputs)
+
+    def run_unit(self, unit: ExportUnit, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+        method = unit.method
+        if method not in self.programs:  # rebuilt once per method (verify runs each at several noise levels)
+            ep = export_program(unit, self.formulation)
+            want = (self.manifest.backend_report.get(method) or {}).get("graph_sha256")
+            if want and graph_digest(ep) != want:
+                raise BundleError(
+                    f"the graph rebuilt for {method} differs from the one converted at export (sha256 "
+                    f"{graph_digest(ep)[:12]} != {want[:12]}); its numerics cannot be checked with this tool version"
+                )
+            overrides, self.found[method] = graph_inputs_from_package(ep, self.weights[method])
+            self.programs[method] = ep, overrides
+        ep, overrides = self.programs[method]
         return run_graph(ep, overrides, inputs, half=self.precision == "fp16")
 
     def note(self, entry: Any) -> str:
         compute = "float16 (Core ML fp16 compute, emulated on CPU)" if self.precision == "fp16" else "float32"
         found = self.found.get(entry.method, 0)
+        chunks = getattr(entry, "chunks", None) or []
+        files = ", ".join(dict.fromkeys(c.file for c in chunks)) or entry.file
+        chained = f"{len(chunks)} pieces' graphs, chained," if chunks else "the torch.export graph"
         return (
-            f"Linux: ran the torch.export graph given to ct.convert in {compute} with {found} weight tensors "
-            f"decoded from {self.pkg.name}; {MACOS_NOTE}"
+            f"Linux: ran {chained} given to ct.convert in {compute} with {found} weight tensors decoded from {files}; "
+            f"{MACOS_NOTE}"
         )
 
 
 class CoreMLRunner:  # pragma: no cover - macOS only
-    """Run each function with Core ML itself (CPU, GPU and Neural Engine as Core ML chooses)."""
+    """Run each function with Core ML itself (CPU, GPU and Neural Engine as Core ML chooses); a chunked point's
+    pieces chained (untested here: Core ML runs only on Apple platforms)."""
 
-    def __init__(self, pkg: Path):
-        self.pkg, self.ct = pkg, coremltools()
-        self.loaded: dict[str, Any] = {}
+    def __init__(self, bundle: Path, packages: dict[str, Path]):
+        self.bundle, self.packages, self.ct = bundle, packages, coremltools()
+        self.loaded: dict[tuple[str, str], Any] = {}
+
+    def call(self, file: str, function: str, specs: Any, outputs: Any, inputs: list[torch.Tensor]) -> list:
+        if (file, function) not in self.loaded:
+            self.loaded[file, function] = self.ct.models.MLModel(str(self.bundle / file), function_name=function)
+        feeds = {spec.name: t.numpy().astype(DTYPES[spec.dtype]) for spec, t in zip(specs, inputs, strict=True)}
+        result = self.loaded[file, function].predict(feeds)
+        return [torch.from_numpy(np.asarray(result[s.name], dtype=np.float32)) for s in outputs]
+
+    def run_piece(self, entry: Any, chunk: Any, unit: Any, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+        return self.call(chunk.file, chunk.function, chunk.inputs, chunk.outputs, inputs)
 
     def run(self, entry: Any, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
-        method = entry.method
-        if method not in self.loaded:
-            self.loaded[method] = self.ct.models.MLModel(str(self.pkg), function_name=method)
-        feeds = {spec.name: t.numpy().astype(DTYPES[spec.dtype]) for spec, t in zip(entry.inputs, inputs, strict=True)}
-        result = self.loaded[method].predict(feeds)
-        return [torch.from_numpy(np.asarray(result[s.name], dtype=np.float32)) for s in entry.outputs]
+        if getattr(entry, "chunks", None):
+            return run_chain(
+                entry, inputs, lambda c, values: self.call(c.file, c.function, c.inputs, c.outputs, values)
+            )
+        return self.call(entry.file, entry.method, entry.inputs, entry.outputs, inputs)
 
     def note(self, entry: Any) -> str:
-        return f"macOS: ran Core ML function {entry.method} of {self.pkg.name}"
+        chunks = getattr(entry, "chunks", None) or []
+        if chunks:
+            return f"macOS: ran Core ML functions {', '.join(c.function for c in chunks)}, chained"
+        return f"macOS: ran Core ML function {entry.method} of {entry.file}"
 
 
 def host_runner(bundle: Path, manifest: Any, models: Any, formulation: Any) -> Any:
     if sys.platform == "darwin":  # pragma: no cover - needs the Core ML framework
-        return CoreMLRunner(check_package(bundle, manifest))
+        return CoreMLRunner(bundle, check_package(bundle, manifest))
     return PackageGraphRunner(bundle, manifest, models, formulation)
