@@ -45,6 +45,15 @@ class Level:
     rel_err: float
     snr_db: float
 
+    @classmethod
+    def of(cls, sigma: float | None, out: list, ref: list, fp32: list) -> Level:
+        """Outputs at one noise level: the worst relative error against `ref`, the worst SNR against `fp32`."""
+        return cls(
+            sigma,
+            max(rel_err(o, r) for o, r in zip(out, ref, strict=True)),
+            min(snr_db(o, r) for o, r in zip(out, fp32, strict=True)),
+        )
+
 
 @dataclass
 class MethodCheck:
@@ -208,14 +217,7 @@ def _levels(
         if lowered is not None:
             worst = max(rel_err(o, r) for o, r in zip(_run(lowered.module, inputs), fp32, strict=True))
             lowering = max(lowering or 0.0, worst)
-        ref = same.run(inputs) if same is not None else fp32
-        levels.append(
-            Level(
-                sigma,
-                max(rel_err(o, r) for o, r in zip(out, ref, strict=True)),
-                min(snr_db(o, r) for o, r in zip(out, fp32, strict=True)),
-            )
-        )
+        levels.append(Level.of(sigma, out, same.run(inputs) if same is not None else fp32, fp32))
     return levels, lowering
 
 
@@ -302,14 +304,7 @@ def check_pieces(
                 values = given[chunk.function]
                 out = runner.run_piece(entry, chunk, piece, values)
                 exact = _run(fp32.module, values)
-                ref = same.run(values) if same is not None else exact
-                levels.append(
-                    Level(
-                        sigma,
-                        max(rel_err(o, r) for o, r in zip(out, ref, strict=True)),
-                        min(snr_db(o, r) for o, r in zip(out, exact, strict=True)),
-                    )
-                )
+                levels.append(Level.of(sigma, out, same.run(values) if same is not None else exact, exact))
         finally:
             if same is not None:
                 same.close()
