@@ -122,6 +122,16 @@ def seconds_until(hhmm: str | None) -> float:
     return (now.replace(hour=h, minute=m, second=0, microsecond=0) - now).total_seconds()
 
 
+def run_worker(spec: str, workers: dict[str, Callable[..., dict]]) -> None:
+    """A benchmark's `--worker JSON` mode: the libraries silenced, `[kind, *args]` decoded, the worker of that kind
+    run and its result printed as the last JSON line (what `run_child` reads)."""
+    from elasticdit.quiet import silence_library_noise
+
+    silence_library_noise()
+    kind, *rest = json.loads(spec)
+    print(json.dumps(workers[kind](*rest)))
+
+
 def run_child(script: str, args: list, workdir: Path, cap: int, stop_at: str | None) -> dict:
     """Run `script --worker JSON(args)` (the worker prints its result as its last JSON line); returns that result
     with `status`, wall seconds, the parent's 0.5 s samples of the child's VmRSS (peak) and what stopped it: the

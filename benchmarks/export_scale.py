@@ -42,7 +42,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(1, str(Path(__file__).parent.parent / "tests"))  # the paper-scale preset lives with the test configs
-from common import mem_available, print_table, run_child, seconds_until
+from common import mem_available, print_table, run_child, run_worker, seconds_until
 
 GIB = 2**30
 RECIPES = "android-8da4w,android-int8,ios-palettize4,ios-int8,onnx-int8"
@@ -284,12 +284,7 @@ def main() -> None:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        from elasticdit.quiet import silence_library_noise
-
-        silence_library_noise()
-        kind, *rest = json.loads(args.worker)
-        fn = export_worker if kind == "export" else checkpoint_worker
-        print(json.dumps(fn(*rest)))
+        run_worker(args.worker, {"export": export_worker, "checkpoint": checkpoint_worker})
         return
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="scale-", dir="/tmp"))

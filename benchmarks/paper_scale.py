@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(1, str(Path(__file__).parent.parent / "tests"))  # the paper-scale preset lives with the test configs
-from common import print_table
+from common import print_table, run_worker
 
 TARGET = 0.6  # the step with the kernel <= 0.6 x the step with dense attention
 
@@ -147,14 +147,15 @@ def main() -> None:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        from elasticdit.quiet import silence_library_noise
-
-        silence_library_noise()
-        kind, *rest = json.loads(args.worker)
-        if kind == "export":
-            print(json.dumps(export_worker(rest[0], int(rest[1]), Path(rest[2]), rest[3])))
-        else:
-            print(json.dumps(time_worker(Path(rest[0]), int(rest[1]), int(rest[2]), int(rest[3]))))
+        run_worker(
+            args.worker,
+            {
+                "export": lambda variant, blocks, pte, quantize: export_worker(
+                    variant, int(blocks), Path(pte), quantize
+                ),
+                "time": lambda pte, blocks, runs, threads: time_worker(Path(pte), int(blocks), int(runs), int(threads)),
+            },
+        )
         return
 
     variants = args.variants.split(",")

@@ -36,7 +36,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import GIB, mem_available, print_table, run_child, seconds_until
+from common import GIB, mem_available, print_table, run_child, run_worker, seconds_until
 from export_scale import describe_model, export_one, machine, status, write_checkpoint
 
 MIB = 2**20
@@ -283,12 +283,7 @@ def main() -> None:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        from elasticdit.quiet import silence_library_noise
-
-        silence_library_noise()
-        kind, *rest = json.loads(args.worker)
-        fn = {"profile": profile_worker, "verify": verify_worker, "pages": pages_worker}[kind]
-        print(json.dumps(fn(*rest)))
+        run_worker(args.worker, {"profile": profile_worker, "verify": verify_worker, "pages": pages_worker})
         return
 
     args.workdir.mkdir(parents=True, exist_ok=True)
