@@ -12,6 +12,7 @@ encode_text — so "all vs one" compares like with like.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import statistics
@@ -131,7 +132,9 @@ def onnx_part(units, tmp: Path, threads: int, repeats: int) -> tuple[dict, dict,
         seconds[unit.method] = {"onnx export": round(t, 2)}
         quantized = unit.kind == "denoise"
         graphs["onnx-int8"][unit.method] = (
-            onnx.quantize(graphs["onnx-fp32"][unit.method], target_recipe("onnx-int8", "onnx"), unit.method)
+            onnx.quantize(
+                copy.deepcopy(graphs["onnx-fp32"][unit.method]), target_recipe("onnx-int8", "onnx"), unit.method
+            )
             if quantized
             else graphs["onnx-fp32"][unit.method]
         )

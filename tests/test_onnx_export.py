@@ -162,3 +162,46 @@ def test_int8_recipe_reports_snr(two_points, bare_ckpt):
         assert check["metric"] == "rel_err" and check["passed"] and check["value"] <= check["limit"]
         assert check["snr_db"] >= check["min_snr_db"] >= 20
         assert check["snr_db"] < 80  # really quantized
+
+
+def held_bytes(model) -> int:
+    """Tensor bytes a graph holds in memory."""
+    return sum(len(t.raw_data) for t in _get_all_tensors(model))
+
+
+@pytest.mark.slow
+def test_one_method_is_in_memory_at_a_time(bare_ckpt, tmp_path, monkeypatch):
+    """onnx-int8 converts, quantizes and writes each method before converting the next; what is written keeps no
+    weight bytes in memory, and quantizing empties the float graph it was given (issue 25: the writer held every
+    graph until the end, and ORT's quantizer a second copy of each float graph)."""
+    from elasticdit.targets.onnx import graphs
+
+    calls: list[tuple[str, str, int]] = []
+    convert, quantize, add = graphs.export_graph, graphs.quantize, graphs.SharedWeights.add
+
+    def converted(lowered):
+        model = convert(lowered)
+        calls.append(("convert", lowered.method, held_bytes(model)))
+        return model
+
+    def quantized(model, recipe, method):
+        result = quantize(model, recipe, method)
+        calls.append(("quantize", method, held_bytes(model)))  # the float graph it was given, afterwards
+        return result
+
+    def added(self, name, model):
+        info = add(self, name, model)
+        calls.append(("write", name, held_bytes(model)))
+        return info
+
+    monkeypatch.setattr(graphs, "export_graph", converted)
+    monkeypatch.setattr(graphs, "quantize", quantized)
+    monkeypatch.setattr(graphs.SharedWeights, "add", added)
+    export(bare_ckpt, tmp_path / "bundle", "--ops", "r1_d4,r1_d2", "--recipe", "onnx-int8")
+    steps = [(step, method) for step, method, _ in calls]
+    assert steps == [(s, m) for m in ("denoise_r1_d4", "denoise_r1_d2") for s in ("convert", "quantize", "write")]
+    held = {(step, method): n for step, method, n in calls}
+    assert held["convert", "denoise_r1_d4"] > 100_000  # the check sees a graph's weights
+    for step, method, n in calls:
+        if step != "convert":
+            assert n < 1024 * 64, (step, method, n)  # only tensors under 1 KiB stay inline

@@ -29,19 +29,22 @@ def mean_matmuls(model: Any) -> list[str]:
 
 def quantize(model: Any, recipe: Recipe, method: str) -> Any:
     """The quantized ModelProto (weights embedded) of one embedded graph; ONNX Runtime's exceptions pass through
-    (the ONNX target names the method)."""
+    (the ONNX target names the method). `model` is consumed: its weights move to a temporary file first, so the
+    float graph is not held twice (graphs past protobuf's 2 GiB go through files as well, both ways)."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    exclude = mean_matmuls(model)
     with tempfile.TemporaryDirectory(prefix="elasticdit-onnx-") as tmp:
-        out = Path(tmp) / f"{method}.onnx"
+        float_graph, out = Path(tmp) / "float.onnx", Path(tmp) / f"{method}.onnx"
+        onnx.save_model(model, str(float_graph), save_as_external_data=True, location="float.data")
         with python_output_captured():
             quantize_dynamic(
-                model,
+                float_graph,
                 out,
                 per_channel=True,
                 weight_type=QuantType.QInt8,
-                nodes_to_exclude=mean_matmuls(model),
-                use_external_data_format=False,
+                nodes_to_exclude=exclude,
+                use_external_data_format=True,
             )
         return onnx.load(str(out))

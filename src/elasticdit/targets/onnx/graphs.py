@@ -5,7 +5,8 @@ Graphs come from `torch.onnx.export(program, ..., dynamo=True)` at opset 18 with
 (it holds absolute source paths). Tensors are deduplicated by content, not name: the exporter's optimiser folds
 the Linear weight transposes into initializers named `val_<n>` per graph, so the same weight has different
 names in different graphs. The `dynamic-int8` scheme runs ONNX Runtime's `quantize_dynamic` on each denoise
-graph (embedded weights, in memory), then bundles the same way: quantized weights are identical across graphs.
+graph, then bundles the same way: quantized weights are identical across graphs. One method is in memory at a time:
+converted, quantized and written before the next is converted.
 """
 
 from __future__ import annotations
@@ -112,41 +113,58 @@ def _tensor_bytes(t) -> bytes:
     return t.raw_data if t.HasField("raw_data") else numpy_helper.to_array(t).tobytes()
 
 
-def bundle_graphs(models: dict[str, Any], folder: Path) -> dict[str, dict[str, Any]]:
-    """Write `<name>.onnx` per graph and one shared weights.bin: every distinct tensor (sha256 of dtype, dims and
-    bytes) of at least INLINE_BELOW bytes once, in graph order; graphs serialised deterministically."""
-    from onnx import numpy_helper
-    from onnx.external_data_helper import _get_all_tensors, set_external_data, uses_external_data
+class SharedWeights:
+    """`weights.bin` as graphs are added: every distinct tensor (sha256 of dtype, dims and bytes) of at least
+    INLINE_BELOW bytes once, in the order the graphs come; each graph is written as `<name>.onnx` pointing into it
+    when added, its tensors' bytes dropped, so one graph's weights are in memory at a time."""
 
-    index: dict[tuple, tuple[int, int]] = {}
-    info = {}
-    with (folder / WEIGHTS).open("wb") as weights:
-        pos = 0
-        for name, original in models.items():
-            model = copy.deepcopy(original)
-            refs = 0
-            for t in _get_all_tensors(model):
-                if uses_external_data(t):
-                    raise ExportError(f"{name}: tensor {t.name} is already external")
-                data = _tensor_bytes(t)
-                if len(data) < INLINE_BELOW:
-                    continue
-                key = (t.data_type, tuple(t.dims), hashlib.sha256(data).hexdigest())
-                if key not in index:
-                    pad = (-pos) % (BIG_ALIGN if len(data) > BIG else ALIGN)
-                    weights.write(b"\0" * pad + data)
-                    index[key] = (pos + pad, len(data))
-                    pos += pad + len(data)
-                if not t.HasField("raw_data"):  # set_external_data needs raw_data
-                    t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t), t.name))
-                offset, length = index[key]
-                set_external_data(t, location=WEIGHTS, offset=offset, length=length)
-                t.ClearField("raw_data")
-                refs += 1
-            path = folder / f"{name}.onnx"
-            path.write_bytes(model.SerializeToString(deterministic=True))
-            info[name] = {"external_tensors": refs, "graph_bytes": path.stat().st_size}
-    return info
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.index: dict[tuple, tuple[int, int]] = {}
+        self.pos = 0
+        self.file = (folder / WEIGHTS).open("wb")
+
+    def __enter__(self) -> SharedWeights:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.file.close()
+
+    def add(self, name: str, model: Any) -> dict[str, Any]:
+        """Write `model` (changed in place: its large tensors become references into weights.bin) as
+        `<name>.onnx`, serialised deterministically."""
+        from onnx import numpy_helper
+        from onnx.external_data_helper import _get_all_tensors, set_external_data, uses_external_data
+
+        refs = 0
+        for t in _get_all_tensors(model):
+            if uses_external_data(t):
+                raise ExportError(f"{name}: tensor {t.name} is already external")
+            data = _tensor_bytes(t)
+            if len(data) < INLINE_BELOW:
+                continue
+            key = (t.data_type, tuple(t.dims), hashlib.sha256(data).hexdigest())
+            if key not in self.index:
+                pad = (-self.pos) % (BIG_ALIGN if len(data) > BIG else ALIGN)
+                self.file.write(b"\0" * pad + data)
+                self.index[key] = (self.pos + pad, len(data))
+                self.pos += pad + len(data)
+            if not t.HasField("raw_data"):  # set_external_data needs raw_data
+                t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t), t.name))
+            offset, length = self.index[key]
+            set_external_data(t, location=WEIGHTS, offset=offset, length=length)
+            t.ClearField("raw_data")
+            refs += 1
+        path = self.folder / f"{name}.onnx"
+        path.write_bytes(model.SerializeToString(deterministic=True))
+        return {"external_tensors": refs, "graph_bytes": path.stat().st_size}
+
+
+def bundle_graphs(models: dict[str, Any], folder: Path) -> dict[str, dict[str, Any]]:
+    """`<name>.onnx` per graph and their shared weights.bin (`SharedWeights`); the given graphs are left as they
+    were."""
+    with SharedWeights(folder) as shared:
+        return {name: shared.add(name, copy.deepcopy(model)) for name, model in models.items()}
 
 
 def graph_report(model, method: str, bundled: dict[str, Any], quantized: bool) -> dict[str, Any]:
@@ -162,24 +180,20 @@ def graph_report(model, method: str, bundled: dict[str, Any], quantized: bool) -
 
 
 def write_graphs(lowered: list[LoweredUnit], recipe: Recipe, folder: Path, report: Reporter) -> list[Artifact]:
-    """Write `<method>.onnx` per method + weights.bin into folder; one Artifact per method."""
-    graphs = {}
-    for lu in lowered:
-        report.stage(f"ONNX: converting {lu.method}")
-        graphs[lu.method] = export_graph(lu)
-        if lu.quantize:  # decode and encode_text stay float32
-            report.stage(f"ONNX: quantizing {lu.method}")
-            graphs[lu.method] = quantize(graphs[lu.method], recipe, lu.method)
-    report.stage("ONNX: writing the graphs and the shared weights")
-    bundled = bundle_graphs(graphs, folder)
+    """Write `<method>.onnx` per method + weights.bin into folder, one method at a time (converted, quantized,
+    written); one Artifact per method."""
+    artifacts = []
+    with SharedWeights(folder) as shared:
+        for lu in lowered:
+            report.stage(f"ONNX: converting {lu.method}")
+            graph = export_graph(lu)
+            if lu.quantize:  # decode and encode_text stay float32
+                report.stage(f"ONNX: quantizing {lu.method}")
+                graph = quantize(graph, recipe, lu.method)
+            report.stage(f"ONNX: writing {lu.method} into the shared weights")
+            bundled = shared.add(lu.method, graph)
+            details = graph_report(graph, lu.method, bundled, lu.quantize)
+            artifacts.append(Artifact(lu.method, f"{lu.method}.onnx", lu.unit.inputs, lu.unit.outputs, details))
+            del graph
     report.advance()
-    return [
-        Artifact(
-            lu.method,
-            f"{lu.method}.onnx",
-            lu.unit.inputs,
-            lu.unit.outputs,
-            graph_report(graphs[lu.method], lu.method, bundled[lu.method], lu.quantize),
-        )
-        for lu in lowered
-    ]
+    return artifacts
