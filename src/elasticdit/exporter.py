@@ -313,7 +313,7 @@ def export_bundle(req: ExportRequest) -> dict[str, Any]:
             units = chunked_units(models, units, chunks, recipe.attention)
         lowered = lower(models, units, recipe, target.formulation, calibration, report, ck.release_pages)
         ck.release_pages()  # a quantizing recipe no longer reads the float weights it replaced
-        artifacts = target.write(lowered, recipe, writer.root, report, weights=req.weights)
+        artifacts = target.write(lowered, recipe, writer.root, report, weights=req.weights, release=ck.release_pages)
         report.stage("writing the manifest")
         tokenizer, tokenizer_files = text_tokenizer(ck, units)
         for rel, text in tokenizer_files.items():

@@ -116,10 +116,17 @@ class Target(ABC):
 
     @abstractmethod
     def write(
-        self, lowered: list[LoweredUnit], recipe: Recipe, folder: Path, report: Reporter, weights: str = "inline"
+        self,
+        lowered: list[LoweredUnit],
+        recipe: Recipe,
+        folder: Path,
+        report: Reporter,
+        weights: str = "inline",
+        release: Callable[[], object] = lambda: None,
     ) -> list[Artifact]:
         """Write the artifact(s) into `folder`; one Artifact per lowered unit, in their order. `weights` is one
-        of `weights_forms`."""
+        of `weights_forms`; `release` drops the checkpoint's read pages (`Checkpoint.release_pages`): a writer that
+        handles one method at a time calls it after each."""
 
     @abstractmethod
     def host_runner(

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,11 +36,17 @@ class AndroidTarget(Target):
         return WeightStorage()
 
     def write(
-        self, lowered: list[LoweredUnit], recipe: Recipe, folder: Path, report: Reporter, weights: str = "inline"
+        self,
+        lowered: list[LoweredUnit],
+        recipe: Recipe,
+        folder: Path,
+        report: Reporter,
+        weights: str = "inline",
+        release: Callable[[], object] = lambda: None,
     ) -> list[Artifact]:
         from .export import write_program
 
-        return write_program(lowered, folder, report, external=weights == "external")
+        return write_program(lowered, folder, report, external=weights == "external", release=release)
 
     def host_runner(
         self, bundle: Path, manifest: Manifest, threads: int | None = None, models: Models | None = None

@@ -13,6 +13,7 @@ external non-delegated constants by their name, and two methods' constants of on
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,7 +95,7 @@ def runtime_ops(program) -> dict[str, tuple[str, ...]]:
     return found
 
 
-def lower_each(programs: dict[str, torch.export.ExportedProgram]):
+def lower_each(programs: dict[str, torch.export.ExportedProgram], release: Callable[[], object] = lambda: None):
     """The methods lowered to XNNPACK one at a time (`to_edge_transform_and_lower` per method), gathered into one
     `EdgeProgramManager` as a single call over all of them would build it: the program is the same, byte for byte.
 
@@ -102,7 +103,7 @@ def lower_each(programs: dict[str, torch.export.ExportedProgram]):
     (`bytes`), and one call held every method's copies, and its lowering temporaries, until the program was written
     (~0.4x the float bytes of each method at paper scale). Here a constant another method already holds (same key:
     its sha256) is replaced by that method's buffer as soon as a method is lowered, so a shared weight's copy is
-    held once, as the program stores it."""
+    held once, as the program stores it. `release` runs after each method (the checkpoint pages its lowering read)."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import EdgeCompileConfig, to_edge_transform_and_lower
     from executorch.exir.lowered_backend_module import LoweredBackendModule
@@ -121,12 +122,19 @@ def lower_each(programs: dict[str, torch.export.ExportedProgram]):
             for entries in (store.pte_data, *store.external_data.values()):
                 for key, entry in entries.items():
                     store.buffers[entry.buffer_index] = held.setdefault(key, store.buffers[entry.buffer_index])
+        release()
     return EdgeProgramManager(edges, compile_config=config)
 
 
-def write_program(lowered: list[LoweredUnit], folder: Path, report: Reporter, external: bool = False) -> list[Artifact]:
+def write_program(
+    lowered: list[LoweredUnit],
+    folder: Path,
+    report: Reporter,
+    external: bool = False,
+    release: Callable[[], object] = lambda: None,
+) -> list[Artifact]:
     """Write model.pte (and with `external`, model.ptd) into folder; one Artifact per method, reporting what
-    XNNPACK took and what it left."""
+    XNNPACK took and what it left. `release` runs after each method is lowered."""
     from executorch.exir import ExecutorchBackendConfig
 
     silence_library_noise()
@@ -136,7 +144,7 @@ def write_program(lowered: list[LoweredUnit], folder: Path, report: Reporter, ex
             tag_weights_external(program)
     report.stage("lowering to XNNPACK")
     try:
-        edge = lower_each(dict(sorted(programs.items())))  # the byte output depends on method order: canonical
+        edge = lower_each(dict(sorted(programs.items())), release)  # the byte output depends on method order: canonical
         delegation = {m: delegation_of(edge.exported_program(m).graph_module) for m in programs}
         program = edge.to_executorch(ExecutorchBackendConfig(extract_delegate_segments=True))
     except Exception as exc:

@@ -4,6 +4,7 @@ weights; `--device ios` profiles through Core ML on a Mac."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING
@@ -49,17 +50,23 @@ class IOSTarget(Target):
         return WeightStorage(float_bytes, float_bytes)
 
     def write(
-        self, lowered: list[LoweredUnit], recipe: Recipe, folder: Path, report: Reporter, weights: str = "inline"
+        self,
+        lowered: list[LoweredUnit],
+        recipe: Recipe,
+        folder: Path,
+        report: Reporter,
+        weights: str = "inline",
+        release: Callable[[], object] = lambda: None,
     ) -> list[Artifact]:
         from ...chunking import package_file
         from .convert import write_package
 
         if all(lu.unit.chunk is None for lu in lowered):
-            return write_package(lowered, recipe, folder, report)
+            return write_package(lowered, recipe, folder, report, release=release)
         artifacts = []
         for index in sorted({lu.unit.chunk for lu in lowered if lu.unit.chunk is not None}):
             group = [lu for lu in lowered if lu.unit.chunk == index or (index == 0 and lu.unit.chunk is None)]
-            artifacts += write_package(group, recipe, folder, report, package_file(index))
+            artifacts += write_package(group, recipe, folder, report, package_file(index), release)
         return artifacts
 
     def host_runner(

@@ -8,6 +8,7 @@ import json
 import os
 import tempfile
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -154,11 +155,16 @@ def canonicalize(pkg: Path, metadata: dict[str, str]) -> None:
 
 
 def write_package(
-    lowered: list[LoweredUnit], recipe: Recipe, folder: Path, report: Reporter, package: str = PACKAGE
+    lowered: list[LoweredUnit],
+    recipe: Recipe,
+    folder: Path,
+    report: Reporter,
+    package: str = PACKAGE,
+    release: Callable[[], object] = lambda: None,
 ) -> list[Artifact]:
     """Write `package` (model.mlpackage, or a chunked bundle's block-range package) into folder; one Artifact per
     method, with the dtypes the package really takes (Core ML has no int64 inputs: `tokens` becomes int32), so the
-    manifest describes the package."""
+    manifest describes the package. `release` runs after each method is converted and saved."""
     from ... import __version__
     from .package import describe, feature_specs
 
@@ -181,6 +187,8 @@ def write_package(
             singles[unit.method] = Path(tmp) / f"{unit.method}.mlpackage"
             with python_output_captured():
                 mlmodel.save(str(singles[unit.method]))
+            del mlmodel
+            release()
         report.stage("Core ML: merging the functions")
         default = next(lu.method for lu in lowered if lu.unit.kind == MethodKind.DENOISE)
         merge(singles, folder / package, default)

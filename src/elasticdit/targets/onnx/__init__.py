@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,11 +28,17 @@ class OnnxTarget(Target):
         return WeightStorage(4.0, 1.0) if recipe.quantization == "dynamic-int8" else WeightStorage()
 
     def write(
-        self, lowered: list[LoweredUnit], recipe: Recipe, folder: Path, report: Reporter, weights: str = "inline"
+        self,
+        lowered: list[LoweredUnit],
+        recipe: Recipe,
+        folder: Path,
+        report: Reporter,
+        weights: str = "inline",
+        release: Callable[[], object] = lambda: None,
     ) -> list[Artifact]:
         from .graphs import write_graphs
 
-        return write_graphs(lowered, recipe, folder, report)
+        return write_graphs(lowered, recipe, folder, report, release)
 
     def host_runner(
         self, bundle: Path, manifest: Manifest, threads: int | None = None, models: Models | None = None

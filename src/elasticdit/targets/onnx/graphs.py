@@ -15,6 +15,7 @@ import copy
 import hashlib
 import re
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -179,9 +180,11 @@ def graph_report(model, method: str, bundled: dict[str, Any], quantized: bool) -
     }
 
 
-def write_graphs(lowered: list[LoweredUnit], recipe: Recipe, folder: Path, report: Reporter) -> list[Artifact]:
+def write_graphs(
+    lowered: list[LoweredUnit], recipe: Recipe, folder: Path, report: Reporter, release: Callable[[], object]
+) -> list[Artifact]:
     """Write `<method>.onnx` per method + weights.bin into folder, one method at a time (converted, quantized,
-    written); one Artifact per method."""
+    written, then the checkpoint pages its conversion read released); one Artifact per method."""
     artifacts = []
     with SharedWeights(folder) as shared:
         for lu in lowered:
@@ -195,5 +198,6 @@ def write_graphs(lowered: list[LoweredUnit], recipe: Recipe, folder: Path, repor
             details = graph_report(graph, lu.method, bundled, lu.quantize)
             artifacts.append(Artifact(lu.method, f"{lu.method}.onnx", lu.unit.inputs, lu.unit.outputs, details))
             del graph
+            release()
     report.advance()
     return artifacts
