@@ -171,7 +171,7 @@ def held_bytes(model) -> int:
 
 @pytest.mark.slow
 def test_one_method_is_in_memory_at_a_time(bare_ckpt, tmp_path, monkeypatch):
-    """onnx-int8 converts, quantizes and writes each method, then releases the checkpoint pages its conversion read,
+    """onnx-int8 converts each method, releases the checkpoint pages its conversion read, quantizes and writes it,
     before converting the next; what is written keeps no weight bytes in memory, and quantizing empties the float
     graph it was given (issue 25: the writer held every graph until the end, and a second copy of each float graph
     beside ORT's)."""
@@ -210,7 +210,7 @@ def test_one_method_is_in_memory_at_a_time(bare_ckpt, tmp_path, monkeypatch):
     export(bare_ckpt, tmp_path / "bundle", "--ops", "r1_d4,r1_d2", "--recipe", "onnx-int8")
     steps = [(step, method) for step, method, _ in calls]
     steps = steps[steps.index(("convert", "denoise_r1_d4")) :]  # pages are released after loading and lowering too
-    per_method = ("convert", "quantize", "write", "release")
+    per_method = ("convert", "release", "quantize", "write")
     assert steps == [(s, "" if s == "release" else m) for m in ("denoise_r1_d4", "denoise_r1_d2") for s in per_method]
     held = {(step, method): n for step, method, n in calls}
     assert held["convert", "denoise_r1_d4"] > 100_000  # the check sees a graph's weights

@@ -184,12 +184,13 @@ def write_graphs(
     lowered: list[LoweredUnit], recipe: Recipe, folder: Path, report: Reporter, release: Callable[[], object]
 ) -> list[Artifact]:
     """Write `<method>.onnx` per method + weights.bin into folder, one method at a time (converted, quantized,
-    written, then the checkpoint pages its conversion read released); one Artifact per method."""
+    written; the checkpoint pages its conversion read released once converted); one Artifact per method."""
     artifacts = []
     with SharedWeights(folder) as shared:
         for lu in lowered:
             report.stage(f"ONNX: converting {lu.method}")
             graph = export_graph(lu)
+            release()  # the graph holds its own copy of the weights it read
             if lu.quantize:  # decode and encode_text stay float32
                 report.stage(f"ONNX: quantizing {lu.method}")
                 graph = quantize(graph, recipe, lu.method)
@@ -198,6 +199,5 @@ def write_graphs(
             details = graph_report(graph, lu.method, bundled, lu.quantize)
             artifacts.append(Artifact(lu.method, f"{lu.method}.onnx", lu.unit.inputs, lu.unit.outputs, details))
             del graph
-            release()
     report.advance()
     return artifacts
