@@ -268,15 +268,16 @@ def check_method(
     )
 
 
-def piece_inputs(models: Models, unit: ExportUnit, entry: PointEntry, inputs: list) -> dict[str, list]:
-    """Each piece's inputs (by function) when the checkpoint's float32 pieces are chained on the point's inputs."""
-    from .chunking import rebuilt_piece_unit, run_chain
+def piece_inputs(pieces: dict[str, ExportUnit], entry: PointEntry, inputs: list) -> dict[str, list]:
+    """Each piece's inputs (by function) when the checkpoint's float32 `pieces` (by function) are chained on the
+    point's inputs."""
+    from .chunking import run_chain
 
     given: dict[str, list] = {}
 
     def float32(piece: Any, values: list[torch.Tensor]) -> list[torch.Tensor]:
         given[piece.function] = values
-        return _run(rebuilt_piece_unit(models, unit, piece, "masked").module, values)
+        return _run(pieces[piece.function].module, values)
 
     run_chain(entry, inputs, float32)
     return given
@@ -291,11 +292,12 @@ def check_pieces(
 
     unit = reference_unit(models, entry, manifest)
     lowered = reference_unit(models, entry, manifest, recipe.attention)
-    draws = [(sigma, piece_inputs(models, unit, entry, inputs)) for sigma, inputs in verification_inputs(models, entry)]
+    float32 = {chunk.function: rebuilt_piece_unit(models, unit, chunk, "masked") for chunk in entry.chunks}
+    draws = [(sigma, piece_inputs(float32, entry, inputs)) for sigma, inputs in verification_inputs(models, entry)]
     limit, floor = limits(recipe, entry.kind)
     checks = []
     for chunk in entry.chunks:
-        fp32 = rebuilt_piece_unit(models, unit, chunk, "masked")
+        fp32 = float32[chunk.function]
         piece = rebuilt_piece_unit(models, lowered, chunk, recipe.attention)
         same = target.reference(models, recipe, fp32)
         levels = []
