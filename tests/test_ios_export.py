@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -235,3 +236,71 @@ def test_conversion_failure_names_the_method_and_the_op():
     )
     with pytest.raises(ExportError, match=r"Core ML conversion of denoise_r9_d1 failed at torch op .*view_as_complex"):
         convert.convert(unit, export_program(unit, TARGETS["ios"].formulation), "fp16")
+
+
+def _palettized_tables(weights: list[torch.Tensor], compress_with) -> list[tuple]:
+    """Each constexpr_lut_to_dense op's (name, lut, indices) after compressing a two-layer model holding `weights`."""
+    import coremltools as ct
+
+    model = torch.nn.Sequential(torch.nn.Linear(64, 64, bias=False), torch.nn.Linear(64, 64, bias=False)).eval()
+    with torch.no_grad():
+        for layer, w in zip(model, weights, strict=True):
+            layer.weight.copy_(w)
+    ep = torch.export.export(model, (torch.zeros(1, 64),)).run_decompositions({})
+    mlmodel = ct.convert(ep, minimum_deployment_target=ct.target.iOS18)
+    compressed = compress_with(mlmodel)
+    return [
+        (op.name, op.lut.val, op.indices.val)
+        for op in compressed._mil_program.functions["main"].operations
+        if op.op_type == "constexpr_lut_to_dense"
+    ]
+
+
+def test_shared_palettes_give_kmeans_bytes_and_cluster_each_group_once():
+    import coremltools.optimize.coreml as cto
+
+    from elasticdit.quant.coreml import Palettes, compress, compression_config
+    from elasticdit.recipes import load_recipe
+
+    recipe = load_recipe("ios-palettize4", TARGETS["ios"], TARGETS)
+    op = compression_config(recipe).op_type_configs["linear"]
+    kmeans = cto.OpPalettizerConfig(
+        mode="kmeans",
+        nbits=recipe.nbits,
+        granularity=op.granularity,
+        group_size=op.group_size,
+        weight_threshold=op.weight_threshold,
+    )
+
+    def reference(mlmodel):
+        return cto.palettize_weights(mlmodel, cto.OptimizationConfig(global_config=kmeans))
+
+    def ours(palettes):
+        return lambda mlmodel: compress(mlmodel, recipe, "denoise_r1_d2", palettes)
+
+    def same(x, y) -> bool:
+        if not len(x) == len(y) > 0:
+            return False
+        return all(
+            p[0] == q[0] and np.array_equal(p[1], q[1]) and np.array_equal(p[2], q[2])
+            for p, q in zip(x, y, strict=True)
+        )
+
+    gen = torch.Generator().manual_seed(0)
+    a, b, c = (torch.randn(64, 64, generator=gen) for _ in range(3))
+    palettes = Palettes(recipe.nbits)
+    groups = 64 // op.group_size  # per layer: 64 output channels in groups
+    assert same(_palettized_tables([a, b], ours(palettes)), _palettized_tables([a, b], reference))
+    assert (palettes.clustered, palettes.reused) == (2 * groups, 0)
+    # a second function holding one of the same weights: its groups are not clustered again, the tables still k-means'
+    assert same(_palettized_tables([a, c], ours(palettes)), _palettized_tables([a, c], reference))
+    assert (palettes.clustered, palettes.reused) == (3 * groups, groups)
+
+    class ByShape(Palettes):  # mutation: a cache that does not look at the bytes
+        @staticmethod
+        def key(group: np.ndarray) -> bytes:
+            return str(group.shape).encode()
+
+    wrong = ByShape(recipe.nbits)
+    _palettized_tables([a, b], ours(wrong))
+    assert not same(_palettized_tables([c, b], ours(wrong)), _palettized_tables([c, b], reference))

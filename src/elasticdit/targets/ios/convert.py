@@ -20,6 +20,7 @@ from ...errors import ExportError, first_line
 from ...lowering import LoweredUnit
 from ...progress import Reporter
 from ...quant import scheme
+from ...quant.coreml import Palettes
 from ...quiet import python_output_captured
 from ...recipes import Recipe
 from ...slicing import ExportUnit
@@ -169,6 +170,7 @@ def write_package(
     from .package import describe, feature_specs
 
     digests, taken = {}, {}
+    palettes = Palettes(recipe.nbits) if recipe.quantization == "palettize" else None  # shared by the functions
     with tempfile.TemporaryDirectory(prefix="elasticdit-coreml-") as tmp:
         singles: dict[str, Path] = {}
         for lu in lowered:
@@ -178,7 +180,7 @@ def write_package(
             mlmodel = convert(unit, lu.program, recipe.precision, recipe.minimum_deployment_target)
             if lu.quantize:  # decode and encode_text stay float, as on Android
                 report.stage(f"Core ML: {recipe.quantization} {unit.method}")
-                mlmodel = compress(mlmodel, recipe, unit.method)
+                mlmodel = compress(mlmodel, recipe, unit.method, palettes)
             desc = mlmodel.get_spec().description
             taken[unit.method] = (
                 _as_taken(unit.inputs, feature_specs(desc.input)),
@@ -209,10 +211,10 @@ def write_package(
     return artifacts
 
 
-def compress(mlmodel: Any, recipe: Recipe, method: str) -> Any:
+def compress(mlmodel: Any, recipe: Recipe, method: str, palettes: Palettes | None = None) -> Any:
     """The recipe's weight compression (quant/coreml.py) of one single-function model, failures named."""
     try:
-        return scheme(recipe.quantization).run(mlmodel, recipe, method)
+        return scheme(recipe.quantization).run(mlmodel, recipe, method, palettes)
     except Exception as exc:
         raise ExportError(
             f"Core ML {recipe.quantization} compression of {method} failed at {failing_op(exc)}: "
