@@ -5,6 +5,7 @@ constant several methods share is held once while the rest are lowered: the prog
 from __future__ import annotations
 
 import pytest
+import torch
 from conftest import OPS
 
 from elasticdit.checkpoint import load_checkpoint
@@ -24,7 +25,7 @@ def programs(ckpt, recipe_name: str, external: bool) -> dict:
     ck = load_checkpoint(ckpt)
     models = ck.models()
     units = export_units(models, select(ck.cfg, OPS.split(",")), [ck.cfg.resolution], recipe.attention)
-    lowered = lower(models, units, recipe, target.formulation, None, Reporter(None, 1))
+    lowered = lower(models, units, recipe, target.formulation, Reporter(None, 1))
     found = dict(sorted((lu.method, lu.program) for lu in lowered))
     if external:
         for program in found.values():
@@ -77,3 +78,41 @@ def test_methods_lowered_one_at_a_time_give_the_program_of_one_call(tiny_ckpt, t
         mine.write_tensor_data_to_file(str(tmp_path / "each"))
         theirs.write_tensor_data_to_file(str(tmp_path / "one"))
         assert (tmp_path / "each" / "model.ptd").read_bytes() == (tmp_path / "one" / "model.ptd").read_bytes()
+
+
+def quantized_state(program) -> list[tuple[str, bytes]]:
+    tensors = {**program.state_dict, **{k: v for k, v in program.constants.items() if isinstance(v, torch.Tensor)}}
+    return [
+        (k, v.detach().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()) for k, v in sorted(tensors.items())
+    ]
+
+
+def test_pt2e_int8_does_not_depend_on_the_inputs_its_observers_see(tiny_ckpt, monkeypatch):
+    """pt2e-int8 takes no calibration samples: activations are quantized at run time, so only the weights'
+    observers record anything. Two different inputs give the same program; under a static (calibrated) config
+    they would not, which is what this comparison catches."""
+    import executorch.backends.xnnpack.quantizer.xnnpack_quantizer as xq
+
+    from elasticdit.quant.xnnpack import pt2e_int8
+
+    ck = load_checkpoint(tiny_ckpt)
+    models = ck.models()
+    (unit,) = [u for u in export_units(models, select(ck.cfg, ["r2_d2"]), [ck.cfg.resolution], "tiles") if u.point]
+    gen = torch.Generator().manual_seed(0)
+    other = tuple(torch.randn(x.shape, generator=gen) if x.is_floating_point() else x for x in unit.example_inputs)
+    probe = tuple(torch.randn(x.shape, generator=gen) if x.is_floating_point() else x for x in unit.example_inputs)
+
+    def program_and_output(inputs):
+        program = pt2e_int8(unit.module, inputs)
+        return quantized_state(program), program.module()(*probe)
+
+    (state_a, out_a), (state_b, out_b) = program_and_output(unit.example_inputs), program_and_output(other)
+    assert state_a == state_b and len(state_a) > 0
+    assert torch.equal(out_a, out_b)
+
+    static = xq.get_symmetric_quantization_config
+    monkeypatch.setattr(  # mutation: activations calibrated on what the forward sees
+        xq, "get_symmetric_quantization_config", lambda **kw: static(**{**kw, "is_dynamic": False})
+    )
+    (state_c, out_c), (state_d, out_d) = program_and_output(unit.example_inputs), program_and_output(other)
+    assert state_c != state_d or not torch.equal(out_c, out_d)

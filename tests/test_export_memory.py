@@ -56,7 +56,7 @@ CHILD = textwrap.dedent(
         models = ck.models()
         units = export_units(models, select(ck.cfg, [op]), [ck.cfg.resolution], recipe.attention)
         entries = [point_entry(ck, u) for u in units if u.point is not None]
-        return held, entries, lower(models, units, recipe, target.formulation, None, Reporter(None, 1), release)
+        return held, entries, lower(models, units, recipe, target.formulation, Reporter(None, 1), release)
 
     export(sys.argv[2], "r2_d2", [])
     with open("/proc/self/clear_refs", "w") as f:

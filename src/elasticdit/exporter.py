@@ -294,13 +294,7 @@ def export_bundle(req: ExportRequest) -> dict[str, Any]:
     schedules = checked_schedules(req.schedules, ck, points, resolutions)
     models = ck.models()
     batch = 2 if req.cfg_batch else 1
-    units = export_units(models, points, resolutions, recipe.attention, batch)  # float: costs and calibration
-
-    def calibration(unit: ExportUnit) -> list[tuple]:
-        from .calibration import denoise_samples
-
-        assert unit.point is not None and unit.resolution is not None
-        return denoise_samples(models, unit.point, unit.resolution, recipe.calibration_samples, batch)
+    units = export_units(models, points, resolutions, recipe.attention, batch)  # float: the costs are counted on them
 
     with BundleWriter(req.output, req.force) as writer, reporter(len(units) + 2, req.progress) as report:
         default = resolutions[0]
@@ -311,7 +305,7 @@ def export_bundle(req: ExportRequest) -> dict[str, Any]:
         ]
         if chunks is not None:  # each denoise unit as its pieces, one per block range it has a function in
             units = chunked_units(models, units, chunks, recipe.attention)
-        lowered = lower(models, units, recipe, target.formulation, calibration, report, ck.release_pages)
+        lowered = lower(models, units, recipe, target.formulation, report, ck.release_pages)
         ck.release_pages()  # a quantizing recipe no longer reads the float weights it replaced
         artifacts = target.write(lowered, recipe, writer.root, report, weights=req.weights, release=ck.release_pages)
         report.stage("writing the manifest")

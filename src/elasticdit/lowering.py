@@ -37,8 +37,6 @@ from .quant import applies, scheme
 from .recipes import Recipe
 from .slicing import ExportUnit
 
-Calibration = Callable[[ExportUnit], list[tuple[torch.Tensor, ...]]]
-
 
 @dataclass(frozen=True)
 class Formulation:
@@ -124,7 +122,6 @@ def lower(
     units: list[ExportUnit],
     recipe: Recipe,
     formulation: Formulation,
-    calibration: Calibration,
     report: Reporter,
     release: Callable[[], object] | None = None,
 ) -> list[LoweredUnit]:
@@ -143,7 +140,7 @@ def lower(
         if quantize and chosen is not None and chosen.stage == "program":
             try:
                 with formulation.tracing():
-                    traced = chosen.run(unit.module, unit.example_inputs, calibration(unit))
+                    traced = chosen.run(unit.module, unit.example_inputs)
                 program = formulate(traced, formulation)
             except Exception as exc:
                 raise ExportError(

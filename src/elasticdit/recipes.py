@@ -43,7 +43,6 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], tuple | None]]] = {
         "scheme": (str, None),
         "group_size": (int, None),
         "nbits": (int, (4, 6, 8)),
-        "calibration_samples": (int, None),
     },
     "coreml": {
         "precision": (str, ("fp16", "fp32")),
@@ -70,7 +69,6 @@ class Recipe:
     quantization: str = "none"
     group_size: int = 32
     nbits: int = 8
-    calibration_samples: int = 8
     precision: str = "fp32"
     minimum_deployment_target: str = "iOS18"
     max_rel_error: float | None = None
@@ -180,7 +178,6 @@ def parse_recipe(raw: dict[str, Any], source: str, targets: Mapping[str, RecipeT
         quantization=scheme,
         group_size=flat.get("group_size", 32),
         nbits=flat.get("nbits", 8),
-        calibration_samples=flat.get("calibration_samples", 8),
         precision=flat.get("precision", defaults["precision"]),
         minimum_deployment_target=flat.get("minimum_deployment_target", defaults["minimum_deployment_target"]),
         max_rel_error=flat.get("max_rel_error"),

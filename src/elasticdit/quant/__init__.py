@@ -4,7 +4,7 @@ A scheme works at one stage of the export:
 
 - `module`: on the shared float modules before torch.export (torchao's 8da4w): every denoise method is exported
   from the same quantized copy, so they share the quantized weights;
-- `program`: in place of torch.export for one method (PT2E: export, prepare, calibrate, convert, export);
+- `program`: in place of torch.export for one method (PT2E: export, prepare, observe the weights, convert, export);
 - `artifact`: on what the target converted one method to (a Core ML model, an ONNX graph).
 
 One rule for all: only denoise methods are quantized; decode and encode_text stay float (`applies`).

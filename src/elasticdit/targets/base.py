@@ -164,7 +164,7 @@ class Target(ABC):
 
     def rebuilt_reference(self, models: Models, recipe: Recipe, unit: ExportUnit) -> Reference:
         """`unit` with the recipe's attention lowering, lowered with `recipe` by this tool's own export path
-        (quantized as the export quantizes it, calibrated on the export's samples) into a temporary folder, run
+        (quantized as the export quantizes it) into a temporary folder, run
         by this target's host runner: the quantized model itself, in the runtime whose integer rounding the
         bundle's artifact uses."""
         import shutil
@@ -173,7 +173,6 @@ class Target(ABC):
 
         from ..bundle.files import file_entries
         from ..bundle.manifest import MethodEntry
-        from ..calibration import denoise_samples
         from ..lowering import lower
         from ..progress import reporter
         from ..slicing import denoise_unit
@@ -186,14 +185,10 @@ class Target(ABC):
             lowered = unit.point, unit.module.resolution, recipe.attention, batch
             unit = replace(denoise_unit(models, *lowered), method=unit.method)
 
-        def calibration(u: ExportUnit) -> list[tuple[torch.Tensor, ...]]:
-            assert u.point is not None
-            return denoise_samples(models, u.point, u.module.resolution, recipe.calibration_samples, batch)
-
         folder = Path(tempfile.mkdtemp(prefix="elasticdit-reference-"))
         try:
             with reporter(2, False) as report:
-                lowered = lower(models, [unit], recipe, self.formulation, calibration, report)
+                lowered = lower(models, [unit], recipe, self.formulation, report)
                 (artifact,) = self.write(lowered, recipe, folder, report)
             entry = MethodEntry(
                 kind=unit.kind,
