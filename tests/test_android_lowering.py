@@ -13,7 +13,7 @@ from elasticdit.lowering import lower
 from elasticdit.operating_points import select
 from elasticdit.progress import Reporter
 from elasticdit.recipes import load_recipe
-from elasticdit.slicing import export_units
+from elasticdit.slicing import denoise_unit, export_units
 from elasticdit.targets import TARGETS
 from elasticdit.targets.android.export import lower_each, tag_weights_external
 
@@ -87,32 +87,74 @@ def quantized_state(program) -> list[tuple[str, bytes]]:
     ]
 
 
-def test_pt2e_int8_does_not_depend_on_the_inputs_its_observers_see(tiny_ckpt, monkeypatch):
-    """pt2e-int8 takes no calibration samples: activations are quantized at run time, so only the weights'
-    observers record anything. Two different inputs give the same program; under a static (calibrated) config
-    they would not, which is what this comparison catches."""
-    import executorch.backends.xnnpack.quantizer.xnnpack_quantizer as xq
+def observed_by_a_forward(unit):
+    """PT2E as its documentation spells it: prepare, a forward through the observed graph, convert, export."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    from elasticdit.quant.xnnpack import pt2e_int8
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True))
+    with torch.no_grad():
+        graph = prepare_pt2e(torch.export.export(unit.module, unit.example_inputs).module(), quantizer)
+        graph(*unit.example_inputs)
+        return torch.export.export(convert_pt2e(graph), unit.example_inputs)
+
+
+def test_pt2e_int8_observing_only_the_weights_gives_the_program_a_forward_gives(tiny_ckpt, monkeypatch):
+    """pt2e-int8 runs no forward: activations are quantized at run time, so only the weights' observers record
+    anything, and each is fed its weight. The program equals the forward-observed one (graph and every tensor);
+    an observer fed a wrong tensor (the mutation) gives a different one, which is what this comparison catches."""
+    import elasticdit.quant.xnnpack as xnnpack
+
+    ck = load_checkpoint(tiny_ckpt)
+    (point,) = select(ck.cfg, ["r2_d2"])
+    unit = denoise_unit(ck.models(), point, ck.cfg.resolution, "tiles")
+    reference = observed_by_a_forward(unit)
+    program = xnnpack.pt2e_int8(unit.module, unit.example_inputs)
+    assert str(program.graph) == str(reference.graph)
+    assert quantized_state(program) == quantized_state(reference)
+    assert any(v.dtype == torch.int8 for v in program.state_dict.values())
+
+    feed = xnnpack.observe_weights
+
+    def one_wrong(graph):  # mutation: the first weight observer sees half its weight
+        node = next(n for n in graph.graph.nodes if n.op == "call_module" and n.args[0].op == "get_attr")
+        observer = graph.get_submodule(node.target)
+        seen = observer.forward
+        observer.forward = lambda weight: seen(weight * 0.5)
+        return feed(graph)
+
+    monkeypatch.setattr(xnnpack, "observe_weights", one_wrong)
+    assert quantized_state(xnnpack.pt2e_int8(unit.module, unit.example_inputs)) != quantized_state(reference)
+
+
+def test_pt2e_int8_methods_share_their_equal_quantized_tensors(tiny_ckpt, monkeypatch):
+    """Two points run the same blocks: their programs hold one int8 tensor per quantized weight, not one each, and
+    every tensor equals the one the program has without sharing. Sharing by dtype and shape without the bytes (the
+    mutation) hands one weight's int8 values to another, which this comparison catches."""
+    import elasticdit.quant.xnnpack as xnnpack
 
     ck = load_checkpoint(tiny_ckpt)
     models = ck.models()
-    (unit,) = [u for u in export_units(models, select(ck.cfg, ["r2_d2"]), [ck.cfg.resolution], "tiles") if u.point]
-    gen = torch.Generator().manual_seed(0)
-    other = tuple(torch.randn(x.shape, generator=gen) if x.is_floating_point() else x for x in unit.example_inputs)
-    probe = tuple(torch.randn(x.shape, generator=gen) if x.is_floating_point() else x for x in unit.example_inputs)
+    units = [denoise_unit(models, p, ck.cfg.resolution, "tiles") for p in select(ck.cfg, OPS.split(","))]
 
-    def program_and_output(inputs):
-        program = pt2e_int8(unit.module, inputs)
-        return quantized_state(program), program.module()(*probe)
+    def programs(held):
+        return [xnnpack.pt2e_int8(u.module, u.example_inputs, held) for u in units]
 
-    (state_a, out_a), (state_b, out_b) = program_and_output(unit.example_inputs), program_and_output(other)
-    assert state_a == state_b and len(state_a) > 0
-    assert torch.equal(out_a, out_b)
+    separate = [quantized_state(p) for p in programs(None)]
+    shared = programs({})
+    first, second = ({id(v) for v in p.state_dict.values() if v.dtype == torch.int8} for p in shared)
+    assert first & second and len(first | second) < len(first) + len(second)
+    assert [quantized_state(p) for p in shared] == separate
 
-    static = xq.get_symmetric_quantization_config
-    monkeypatch.setattr(  # mutation: activations calibrated on what the forward sees
-        xq, "get_symmetric_quantization_config", lambda **kw: static(**{**kw, "is_dynamic": False})
-    )
-    (state_c, out_c), (state_d, out_d) = program_and_output(unit.example_inputs), program_and_output(other)
-    assert state_c != state_d or not torch.equal(out_c, out_d)
+    def by_shape(program, held):  # mutation: the key without the bytes
+        for values in (program.state_dict, program.constants):
+            for name, value in values.items():
+                if isinstance(value, torch.Tensor) and not isinstance(value, torch.nn.Parameter):
+                    values[name] = held.setdefault((value.dtype, tuple(value.shape)), value)
+        return 0
+
+    monkeypatch.setattr(xnnpack, "share_tensors", by_shape)
+    assert [quantized_state(p) for p in programs({})] != separate

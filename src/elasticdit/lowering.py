@@ -127,12 +127,13 @@ def lower(
 ) -> list[LoweredUnit]:
     """Every unit (`slicing.export_units`) as a program. A module-stage scheme quantizes copies of the units
     and of the transformer they share (the float ones are left as they were); a program-stage scheme replaces
-    torch.export for the methods it applies to. `release` drops float weights a module-stage scheme has read and
-    replaced from the resident set (the checkpoint's `release_pages`)."""
+    torch.export for the methods it applies to, the methods sharing the equal tensors it makes. `release` drops
+    float weights a scheme has read and replaced from the resident set (the checkpoint's `release_pages`)."""
     chosen = scheme(recipe.quantization)
     if chosen is not None and chosen.stage == "module":
         report.stage(f"quantizing the shared transformer ({recipe.quantization})")
         units = chosen.run(models, units, recipe, release)
+    held: dict[tuple, torch.Tensor] = {}
     lowered = []
     for unit in units:
         quantize = applies(recipe.quantization, unit.kind)
@@ -140,8 +141,10 @@ def lower(
         if quantize and chosen is not None and chosen.stage == "program":
             try:
                 with formulation.tracing():
-                    traced = chosen.run(unit.module, unit.example_inputs)
+                    traced = chosen.run(unit.module, unit.example_inputs, held)
                 program = formulate(traced, formulation)
+                if release is not None:
+                    release()
             except Exception as exc:
                 raise ExportError(
                     f"torch.export of {unit.method} failed: {type(exc).__name__}: {first_line(exc)}"

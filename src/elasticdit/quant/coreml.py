@@ -22,10 +22,11 @@ WEIGHT_THRESHOLD = 2048
 class Palettes:
     """coremltools' k-means look-up tables, each distinct weight group clustered once.
 
-    Every operating point's function holds the same blocks, and k-means is most of a palettized export's time (about
-    30 minutes for one full-scale function), so one `Palettes` serves all the functions of a package: passed as
-    `mode="custom"`'s `lut_function`, it runs the function `mode="kmeans"` runs (one thread, so deterministic) on a
-    group it has not seen and returns the stored result for one it has, by the group's bytes, shape and dtype.
+    Every operating point's function holds the same blocks, and k-means is most of a palettized export's time (42
+    minutes for the first 8-block function of a full-scale package on this 2-core machine, docs/ios.md), so one
+    `Palettes` serves all the functions of a package: passed as `mode="custom"`'s `lut_function`, it runs the
+    function `mode="kmeans"` runs (one thread, so deterministic) on a group it has not seen and returns the stored
+    result for one it has, by the group's bytes, shape and dtype.
     The compressed weights are those of `mode="kmeans"`, byte for byte (tests/test_ios_export.py)."""
 
     def __init__(self, nbits: int) -> None:
