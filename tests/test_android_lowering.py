@@ -4,6 +4,9 @@ constant several methods share is held once while the rest are lowered: the prog
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import pytest
 import torch
 from conftest import OPS
@@ -144,10 +147,20 @@ def test_pt2e_int8_methods_share_their_equal_quantized_tensors(tiny_ckpt, monkey
         return [xnnpack.pt2e_int8(u.module, u.example_inputs, held) for u in units]
 
     separate = [quantized_state(p) for p in programs(None)]
+    made: list = []
+    share = xnnpack.share_tensors
+
+    def noting(program, held):  # the tensors quantizing made, before sharing replaces some
+        made.extend(weakref.ref(v) for v in program.state_dict.values() if v.dtype == torch.int8)
+        return share(program, held)
+
+    monkeypatch.setattr(xnnpack, "share_tensors", noting)
     shared = programs({})
     first, second = ({id(v) for v in p.state_dict.values() if v.dtype == torch.int8} for p in shared)
     assert first & second and len(first | second) < len(first) + len(second)
     assert [quantized_state(p) for p in shared] == separate
+    gc.collect()  # a replaced tensor is freed: nothing else (the converted graph module) still holds it
+    assert sum(r() is not None for r in made) == len(first | second)
 
     def by_shape(program, held):  # mutation: the key without the bytes
         for values in (program.state_dict, program.constants):

@@ -43,6 +43,10 @@ def pt2e_int8(
         observe_weights(graph)
         graph = convert_pt2e(graph)
         program = torch.export.export(graph, example)
+    # The converted module outlives this call, and with it the tensors it was exported from, which share_tensors is
+    # about to replace: nothing reachable from Python holds it (torch 2.13, torchao 0.18; gc.collect does not free
+    # it), so its tensors are dropped here. Without this every method kept its own int8 copy (tests).
+    graph._buffers.clear()
     if held is not None:
         share_tensors(program, held)
     return program
