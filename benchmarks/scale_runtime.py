@@ -13,8 +13,9 @@ the text encoder the same way; `--rounds` rounds, the variants in alternating or
 every timed run of every round. Peak memory: the profile's own peak-memory child (profile/memory.py: a fresh process
 loading and running the text encoder if any + the point + the decoder once; VmHWM over its baseline after imports),
 in the first round, and the same child with the denoise method alone, against the point's planned memory from the
-manifest (its resident `weight_bytes` + `arena_bytes`, what `elasticdit plan` uses when nothing was measured); goal
-<= 1.1x. Elastic range: the full point's step time over the
+manifest (resident `weight_bytes` + `arena_bytes` of the point, and of the text encoder and decoder: the profile's
+`companions_bytes`; what `elasticdit plan` uses when nothing was measured; the point's own for the denoise method
+alone); goal <= 1.1x. Elastic range: the full point's step time over the
 lightest point's, per recipe.
 
 `--verify POINT,...`: `elasticdit verify`'s `verify_bundle` in a child, on each bundle holding one of those points
@@ -73,6 +74,7 @@ def profile_worker(bundle: str, point: str, runs: int, warmup: int, threads: int
         "gflops": row["gflops"],
         "weight_bytes": row["weight_bytes"],
         "arena_bytes": row["arena_bytes"],
+        "companions_bytes": row.get("companions_bytes"),
         "load_ms": row["load_ms"],
         "denoise_ms": row["denoise_ms"]["all"],
         "denoise_cpu_ms": (row["denoise_cpu_ms"] or {}).get("all"),
@@ -197,10 +199,12 @@ def profile_rounds(exports: list[dict], args: argparse.Namespace) -> list[dict]:
             row["decode_ms"] = percentiles([x for c in done for x in c["decode_ms"]])
         if first.get("text_encoder_ms"):
             row["text_encoder_ms"] = percentiles([x for c in done for x in c["text_encoder_ms"]])
-        row.update({k: first[k] for k in ("backend", "method", "gflops", "weight_bytes", "arena_bytes")})
+        manifest_keys = ("backend", "method", "gflops", "weight_bytes", "arena_bytes", "companions_bytes")
+        row.update({k: first.get(k) for k in manifest_keys})
         row["load_average"] = [min(c["load_start"][0] for c in done), max(c["load_end"][0] for c in done)]
         memory = next((c["memory"] for c in done if c.get("memory")), None)
-        planned = (row["weight_bytes"] or 0) + (row["arena_bytes"] or 0)
+        point = (row["weight_bytes"] or 0) + (row["arena_bytes"] or 0)
+        planned = point + (row["companions_bytes"] or 0)  # the peak child loads the text encoder and decoder too
         row["planned_bytes"] = planned
         if memory:
             peak = memory["peak_mb"] * MIB
@@ -209,9 +213,9 @@ def profile_rounds(exports: list[dict], args: argparse.Namespace) -> list[dict]:
             row["process_peak_over_planned"] = round(memory["process_peak_mb"] * MIB / planned, 3) if planned else None
             row["goal_met"] = bool(planned) and peak <= GOAL_RATIO * planned
         alone = next((c["memory_denoise_alone"] for c in done if c.get("memory_denoise_alone")), None)
-        if alone and planned:
+        if alone and point:
             row["memory_denoise_alone"] = alone
-            row["alone_peak_over_planned"] = round(alone["peak_mb"] * MIB / planned, 3)
+            row["alone_peak_over_planned"] = round(alone["peak_mb"] * MIB / point, 3)
     return list(rows.values())
 
 

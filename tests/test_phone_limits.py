@@ -11,6 +11,7 @@ from configs import tiny_config
 from typer.testing import CliRunner
 
 from elasticdit import exporter
+from elasticdit.bundle.reader import read_bundle
 from elasticdit.chunking import plan_chunks
 from elasticdit.cli import app
 from elasticdit.errors import PhoneLimitError
@@ -131,6 +132,13 @@ def test_manifest_reports_weight_bytes_and_the_planned_arena(android_bundle):
     # the full-resolution point plans more activation memory than the ratio-2 one
     arenas = {e["name"]: e["arena_bytes"] for e in doc["operating_points"]}
     assert arenas["r1_d4"] > arenas["r2_d2"]
+    # what a generation loads beside the point: the decoder and the text encoder, weights and arena
+    decoder, text = doc["decoder"], doc["text_encoder"]
+    assert decoder["weight_bytes"] == fp.others["decode"] > 0 and decoder["arena_bytes"] > 0
+    assert text["weight_bytes"] == fp.others["encode_text"] > 0 and text["arena_bytes"] > 0
+    manifest = read_bundle(android_bundle[0]).manifest
+    companions = sum(e["weight_bytes"] + e["arena_bytes"] for e in (decoder, text))
+    assert manifest.companions_bytes() == companions
 
 
 def test_inspect_reports_weight_bytes_in_a_recipes_storage(tiny_ckpt):
@@ -153,7 +161,7 @@ def test_inspect_reports_weight_bytes_in_a_recipes_storage(tiny_ckpt):
     assert all(pal4[n] < fp32[n] / 4 for n in fp32)
 
 
-def profile_doc(weights: dict[str, int], arena: int) -> dict:
+def profile_doc(weights: dict[str, int], arena: int, companions: int = 0) -> dict:
     return {
         "device": {"kind": "host", "name": "bench"},
         "settings": {"steps": 4, "denoise_calls_per_step": 1},
@@ -165,6 +173,7 @@ def profile_doc(weights: dict[str, int], arena: int) -> dict:
                 "peak_memory_mb": None,
                 "weight_bytes": w,
                 "arena_bytes": arena,
+                "companions_bytes": companions,
             }
             for n, w in weights.items()
         ],
@@ -179,6 +188,8 @@ def test_plan_excludes_points_over_the_budget_by_planned_memory():
     over = plan(doc, budget_ms=1e6, memory_mb=319.99)
     assert over["choice"]["name"] == "small"
     assert over["rejected"][0]["name"] == "big" and "planned" in over["rejected"][0]["reason"]
+    with_decoder = plan(profile_doc({"big": 300 * mib, "small": 100 * mib}, 20 * mib, mib), 1e6, memory_mb=320)
+    assert with_decoder["choice"]["name"] == "small"  # the decoder's MiB puts big at 321 MiB
 
 
 def test_plan_device_uses_the_profiles_memory_budget(tmp_path):

@@ -168,7 +168,9 @@ def build_manifest(
     artifacts: list[Artifact],
     tokenizer: dict[str, Any] | None = None,
     schedules: dict[str, Schedule] | None = None,
+    other_weights: dict[str, int] | None = None,
 ) -> Manifest:
+    """`other_weights`: decode's and encode_text's planned resident weight bytes (`Footprint.others`)."""
     cfg = ck.cfg
     resolution = resolutions[0]
     by_method = {a.method: a for a in artifacts}
@@ -182,6 +184,8 @@ def build_manifest(
             "data_file": a.data_file,
             "inputs": a.inputs,
             "outputs": a.outputs,
+            "weight_bytes": (other_weights or {}).get(unit.kind),
+            "arena_bytes": a.arena_bytes,
         }
         return doc if unit.kind == MethodKind.ENCODE_TEXT else {**doc, "resolution": unit.resolution}
 
@@ -313,7 +317,9 @@ def export_bundle(req: ExportRequest) -> dict[str, Any]:
         for rel, text in tokenizer_files.items():
             writer.path(rel).parent.mkdir(parents=True, exist_ok=True)
             writer.path(rel).write_text(text, encoding="utf-8")
-        manifest = build_manifest(req, ck, recipe, resolutions, points, entries, units, artifacts, tokenizer, schedules)
+        manifest = build_manifest(
+            req, ck, recipe, resolutions, points, entries, units, artifacts, tokenizer, schedules, planned.others
+        )
         written = writer.finish(manifest.to_dict())
         report.advance()
     summary = {

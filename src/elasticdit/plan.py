@@ -11,9 +11,10 @@ GFLOPs per step (more compute is the better-quality proxy across an elastic mode
 the faster candidate.
 
 Memory: a candidate whose measured peak (or, for a point the profile measured no peak of, its planned memory
-from the bundle's manifest: resident weight bytes + the planned activation arena) passes the budget
-(`--memory-mb`, or the `--device` profile's app memory) is excluded; a schedule without a measured peak is
-excluded when one of its points' planned memory passes the budget (a lower bound of what it keeps resident).
+from the bundle's manifest: resident weight bytes + the planned activation arena, the text encoder's and the
+decoder's included) passes the budget (`--memory-mb`, or the `--device` profile's app memory) is excluded; a
+schedule without a measured peak is excluded when one of its points' planned memory passes the budget (a lower
+bound of what it keeps resident).
 """
 
 from __future__ import annotations
@@ -57,12 +58,13 @@ def check_resolution(results: dict[str, Any], resolution: tuple[int, int], path:
 
 
 def planned_mb(point: dict[str, Any]) -> float | None:
-    """A point's planned memory from its bundle's manifest (resident weights + the planned activation arena),
-    for a profile that measured no peak; None when the bundle states no weight bytes."""
+    """A point's planned memory from its bundle's manifest (resident weights + the planned activation arena, and
+    the same for the text encoder and decoder a generation loads with it), for a profile that measured no peak;
+    None when the bundle states no weight bytes."""
     weights = point.get("weight_bytes")
     if not weights:
         return None
-    return round((weights + (point.get("arena_bytes") or 0)) / 2**20, 2)
+    return round((weights + (point.get("arena_bytes") or 0) + (point.get("companions_bytes") or 0)) / 2**20, 2)
 
 
 def _schedule(row: Any, where: str) -> Schedule:

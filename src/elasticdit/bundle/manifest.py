@@ -43,7 +43,13 @@ def _decoder(doc: dict[str, Any]) -> MethodEntry:
         inputs=_specs(doc["inputs"]),
         outputs=_specs(doc["outputs"]),
         resolution=_resolution(doc.get("resolution")),
+        **_planned(doc),
     )
+
+
+def _planned(doc: dict[str, Any]) -> dict[str, int | None]:
+    """A decode or encode_text entry's planned memory, where the manifest states it."""
+    return {k: None if doc.get(k) is None else int(doc[k]) for k in ("weight_bytes", "arena_bytes")}
 
 
 @dataclass(kw_only=True)
@@ -57,6 +63,8 @@ class MethodEntry:
     outputs: list[TensorSpec]
     resolution: tuple[int, int] | None = None  # denoise and decode: the image size the method is fixed to
     data_file: str | None = None  # the weights file the program loads beside it (`--weights external`)
+    weight_bytes: int | None = None  # decode / encode_text: planned resident weight bytes (footprint.py)
+    arena_bytes: int | None = None  # decode / encode_text: the activation arena the runtime plans, where known
 
     def to_dict(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"method": self.method, "file": self.file}
@@ -64,7 +72,13 @@ class MethodEntry:
             doc["data_file"] = self.data_file
         if self.resolution is not None:
             doc["resolution"] = list(self.resolution)
+        doc |= {k: v for k in ("weight_bytes", "arena_bytes") if (v := getattr(self, k)) is not None}
         return {**doc, "inputs": [s.to_dict() for s in self.inputs], "outputs": [s.to_dict() for s in self.outputs]}
+
+    @property
+    def planned_bytes(self) -> int:
+        """Resident weights + planned arena, as far as the manifest states them."""
+        return (self.weight_bytes or 0) + (self.arena_bytes or 0)
 
     def input(self, name: str) -> TensorSpec:
         for spec in self.inputs:
@@ -118,7 +132,6 @@ class PointEntry(MethodEntry):
     ssba_sparsity: float = 0.0  # joint-sequence sparsity averaged over the layers (docs/design.md, "SSBA")
     ssba_image_sparsity: float = 0.0
     weight_bytes: int = 0  # planned resident weight bytes of this method in the bundle's storage (footprint.py)
-    arena_bytes: int | None = None  # the activation arena the runtime plans for it, where the target knows it
     chunks: list[ChunkEntry] = field(default_factory=list)  # a chunked point: its pieces in chain order (else none)
 
     @property
@@ -209,6 +222,11 @@ class Manifest:
             if tuple(entry.resolution or self.resolution) == wanted:
                 return entry
         return None
+
+    def companions_bytes(self, resolution: tuple[int, int] | None = None) -> int:
+        """The planned memory (weights + arena) of what a generation runs beside a denoise point at a resolution:
+        the text encoder and that resolution's decoder, both loaded with the point."""
+        return sum(e.planned_bytes for e in (self.text_encoder, self.decoder_at(resolution)) if e is not None)
 
     def method(self, name: str) -> MethodEntry:
         for entry in self.methods():
@@ -301,6 +319,7 @@ class Manifest:
                     inputs=_specs(te["inputs"]),
                     outputs=_specs(te["outputs"]),
                     tokenizer=te.get("tokenizer"),
+                    **_planned(te),
                 )
                 if te
                 else None

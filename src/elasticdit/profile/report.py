@@ -69,6 +69,7 @@ def build_report(
     text_ms = text_stats["median"] if text_stats else None
     decode_ms = decode_stats["median"] if decode_stats else None
     meta = {p.name: p for p in manifest.points_at(resolution)}
+    companions = manifest.companions_bytes(resolution)
     points = []
     for e in (e for e in events if e["event"] == "point"):
         p = meta[e["name"]]
@@ -83,6 +84,7 @@ def build_report(
             "gflops": p.gflops,
             "weight_bytes": p.weight_bytes,  # planned (manifest): what plan uses when no peak was measured
             "arena_bytes": p.arena_bytes,
+            "companions_bytes": companions,  # planned: the text encoder and decoder loaded with the point
             "load_ms": _load(e),
             "denoise_ms": denoise,
             "denoise_cpu_ms": summarize(e["cpu_ms"]) if e.get("cpu_ms") else None,
