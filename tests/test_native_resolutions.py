@@ -92,3 +92,38 @@ def test_a_resolution_the_bundle_lacks_is_a_named_error(native, multi, tmp_path,
         app, ["generate", str(multi), "-p", PROMPT, "--runner", "native", "--resolution", "64x64", "-o", "x.png"]
     )
     assert result.exit_code == 1 and "has no methods for 64x64; it has 128x128, 128x192" in result.stderr
+
+
+def test_profile_through_the_runner_measures_that_resolutions_methods(native, multi):
+    """`profile --runner native --resolution HxW`: elasticdit-run is given the resolution, so the methods it loads
+    and times (its load figures name them) are that resolution's, and the report says so."""
+    args = ["profile", str(multi), "--runner", "native", "--runs", "1", "--warmup", "0", "--json"]
+    reports = {}
+    for at in (None, WIDE):
+        result = cli.invoke(app, [*args, *([] if at is None else ["--resolution", at])])
+        assert result.exit_code == 0, result.output + result.stderr
+        reports[at] = json.loads(result.stdout)
+    for at, suffix, shape in ((None, "", [128, 128]), (WIDE, f"_{WIDE}", [128, 192])):
+        report = reports[at]
+        assert report["resolution"] == shape
+        (row,) = report["operating_points"]
+        assert row["method"] == f"denoise_r2_d2{suffix}" and report["decoder"]["method"] == f"decode{suffix}"
+        # measured, not only named: the runner's timings hold a load of exactly these methods
+        assert row["load_ms"]["first"] > 0 and report["decoder"]["load_ms"]["first"] > 0, (row, report["decoder"])
+        assert row["e2e_measured_ms"]["n"] == 1
+
+
+def test_profile_over_adb_passes_the_resolution_to_the_runner(native, multi, tmp_path):
+    from test_native_adb import profile
+    from test_profile_adb import PIXEL
+    from test_profile_support import adb_calls
+
+    result, state = profile(tmp_path, multi, native, {}, "--runs", "1", "--warmup", "0", "--resolution", WIDE)
+    assert result.exit_code == 0, result.output + result.stderr
+    report = json.loads(result.stdout)
+    assert report["resolution"] == [128, 192]
+    assert report["operating_points"][0]["method"] == f"denoise_r2_d2_{WIDE}"
+    assert report["decoder"]["method"] == f"decode_{WIDE}" and report["decoder"]["load_ms"]["first"] > 0
+    calls = [c[2:] for c in adb_calls(state) if c[:2] == ["-s", PIXEL["serial"]]]
+    runs = [c[1] for c in calls if c[0] == "shell" and "./elasticdit-run" in c[1]]
+    assert len(runs) == 1 and f"--op r2_d2 --resolution {WIDE} --runs 1" in runs[0], runs

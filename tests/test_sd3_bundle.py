@@ -356,7 +356,6 @@ def test_profile_and_plan_take_the_resolution(multi_bundle, tmp_path):
         (["--resolution", "96x96"], "the bundle has no methods for 96x96; it has 64x64, 64x96"),
         (["--resolution", "64by96"], "is not HEIGHTxWIDTH"),
         (["--resolution", "64x96", "--ops", "r9_d9"], "no operating point r9_d9 at 64x96; it has r1_d3"),
-        (["--resolution", "64x96", "--runner", "native"], "measures the default resolution (64x64) only"),
     ],
 )
 def test_profile_at_a_resolution_the_bundle_lacks_is_a_named_error(multi_bundle, args, words):

@@ -171,7 +171,7 @@ def events_for(
         from . import elasticdit_run
 
         app = {"runner": req.runner, "steps": req.steps, "guidance": req.guidance, "memory": req.memory, **common}
-        app["schedules"] = schedules or []
+        app.update(schedules=schedules or [], resolution=resolution)
         if spec.kind == "host":
             return elasticdit_run.measure_host(req.bundle, manifest, points, **app)
         return elasticdit_run.measure_adb(req.bundle, manifest, points, serial=spec.serial, timeout=req.timeout, **app)
@@ -247,11 +247,6 @@ def profile_bundle(req: ProfileRequest) -> dict[str, Any]:
         )
     opened.check_files()
     resolution = resolution_for(req, manifest)
-    if resolution is not None and app_runner(req, spec):
-        raise ProfileError(
-            f"--resolution {resolution[0]}x{resolution[1]} with --runner: profiling through elasticdit-run measures "
-            f"the default resolution ({manifest.resolution[0]}x{manifest.resolution[1]}) only"
-        )
     schedules = schedules_for(req, manifest, resolution)
     wanted = None
     if req.ops:  # the points a schedule runs are measured too: its computed latency needs them

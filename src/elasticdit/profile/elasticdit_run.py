@@ -9,6 +9,9 @@ for the prompt and the empty prompt, every step, decode) rather than summed from
   --seed 0` draws it) are pushed to the phone and each point runs there the same way; the timings document it
   prints is parsed.
 
+`--resolution HxW` (one of the bundle's) is passed to the runner, which then runs that resolution's methods
+(`denoise_<point>_<H>x<W>`, `decode_<H>x<W>`); the report names them.
+
 A step schedule (`--schedule`, and the manifest's named ones) runs the same way, one `elasticdit-run generate
 --schedule NAME|SPEC` process each (the manifest's name, else the exact spec: `native_generation.runner_schedule`),
 so its end-to-end latency is measured on the device too, not only computed from the points' step medians.
@@ -52,6 +55,14 @@ SCHEDULE_MEMORY = (
     "peak resident set (VmHWM) of the elasticdit-run process holding the text encoder, every denoise method of the "
     "schedule and the decoder, through warm-up and timed runs"
 )
+Resolution = tuple[int, int] | None  # one of the bundle's (None: its default)
+
+
+def resolution_arg(resolution: Resolution) -> list[str]:
+    """elasticdit-run's `--resolution HxW`, or nothing for the bundle's default."""
+    return [] if resolution is None else ["--resolution", f"{resolution[0]}x{resolution[1]}"]
+
+
 NO_OPS = "no per-op breakdown from elasticdit-run (ETDump: the Python host path or executor_runner)"
 
 
@@ -59,16 +70,18 @@ def latent_shape(point: Any) -> list[int]:
     return [1, *point.input("latent").shape[1:]]
 
 
-def timing_events(doc: dict[str, Any], manifest: Any, point: Any, with_aux: bool, memory: bool) -> list[dict]:
-    """Profile events from one timings document: the text encoder's and decoder's (`with_aux`, once per profile)
-    and the point's, with its measured end-to-end times."""
+def timing_events(
+    doc: dict[str, Any], manifest: Any, point: Any, with_aux: bool, memory: bool, resolution: Resolution = None
+) -> list[dict]:
+    """Profile events from one timings document: the text encoder's and decoder's (`with_aux`, once per profile;
+    the decoder of `resolution`) and the point's, with its measured end-to-end times."""
     first = doc["load_ms"]["first"]["methods"]
     warm = (doc["load_ms"]["warm"] or {}).get("methods", {})
     events = []
     if with_aux:
         aux = (
             (manifest.text_encoder, [r["encode_text_ms"][0] for r in doc["runs"] if r["encode_text_ms"]]),
-            (manifest.decoder, [r["decode_ms"] for r in doc["runs"]]),
+            (manifest.decoder_at(resolution), [r["decode_ms"] for r in doc["runs"]]),
         )
         for entry, ms in aux:
             if entry is not None and ms:
@@ -129,10 +142,12 @@ def measure_host(
     guidance: float | None = None,
     memory: bool = True,
     schedules: list[Any] | None = None,
+    resolution: Resolution = None,
 ) -> Iterator[dict[str, Any]]:
     from ..native_generation import runner_schedule
 
     app = get_target(manifest.target).app_runner(bundle, runner)
+    at = None if resolution is None else f"{resolution[0]}x{resolution[1]}"
     yield {"event": "device", "device": dict(host_info(threads), backend=BACKEND)}
     for i, point in enumerate(points):
         yield {"event": "stage", "text": f"{point.name}: {APP_RUNNER}"}
@@ -146,20 +161,22 @@ def measure_host(
             runs=runs,
             warmup=warmup,
             threads=threads,
+            resolution=at,
         )
-        yield from timing_events(doc, manifest, point, i == 0, memory)
+        yield from timing_events(doc, manifest, point, i == 0, memory, resolution)
     for schedule in schedules or []:
         yield {"event": "stage", "text": f"schedule {schedule.label}: {APP_RUNNER}"}
         doc = app.generate(
             bundle,
             PROFILE_PROMPT,
-            noise_for(0, latent_shape(manifest.point(schedule.points[0]))).numpy(),
+            noise_for(0, latent_shape(manifest.point(schedule.points[0], resolution))).numpy(),
             schedule=runner_schedule(schedule, manifest.schedules),
             steps=steps,
             guidance=guidance,
             runs=runs,
             warmup=warmup,
             threads=threads,
+            resolution=at,
         )
         yield schedule_event(doc, schedule, memory)
 
@@ -169,9 +186,12 @@ class AppSession(AdbSession):
 
     runner_name = APP_RUNNER
 
+    resolution: Resolution = None
+
     def command(self, pick: list[str], noise: str, runs: int, warmup: int, steps, guidance) -> str:
         """`pick`: ["--op", POINT] or ["--schedule", NAME|SPEC]."""
-        args = ["generate", ".", "--prompt", PROFILE_PROMPT, "--noise", noise, *pick, "--runs", str(runs)]
+        args = ["generate", ".", "--prompt", PROFILE_PROMPT, "--noise", noise, *pick, *resolution_arg(self.resolution)]
+        args += ["--runs", str(runs)]
         args += ["--warmup", str(warmup), "--json"]
         if steps:
             args += ["--steps", str(steps)]
@@ -208,6 +228,7 @@ def measure_adb(
     guidance: float | None = None,
     adb_exe: str | None = None,
     schedules: list[Any] | None = None,
+    resolution: Resolution = None,
 ) -> Iterator[dict[str, Any]]:
     from ..native_generation import runner_schedule
 
@@ -216,6 +237,7 @@ def measure_adb(
     dev = adb.select(serial)
     yield {"event": "device", "device": dict(device_info(adb, dev, threads), backend=BACKEND)}
     session = AppSession(adb, runner, threads, timeout)
+    session.resolution = resolution
     try:  # every listed file (the runner checks them all: programs, tokenizer files) and the manifest
         session.setup(bundle, [*sorted(f["path"] for f in manifest.files), "manifest.json"])
         noises: dict[tuple[int, ...], str] = {}
@@ -234,9 +256,9 @@ def measure_adb(
             file = noise(point)
             yield {"event": "stage", "text": f"{point.name} on {dev.serial} ({APP_RUNNER})"}
             doc = session.run_point(["--op", point.name], file, runs, warmup, steps, guidance)
-            yield from timing_events(doc, manifest, point, i == 0, memory)
+            yield from timing_events(doc, manifest, point, i == 0, memory, resolution)
         for schedule in schedules or []:
-            file = noise(manifest.point(schedule.points[0]))
+            file = noise(manifest.point(schedule.points[0], resolution))
             yield {"event": "stage", "text": f"schedule {schedule.label} on {dev.serial} ({APP_RUNNER})"}
             pick = ["--schedule", runner_schedule(schedule, manifest.schedules)]
             doc = session.run_point(pick, file, runs, warmup, steps, guidance)
