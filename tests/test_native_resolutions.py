@@ -127,3 +127,23 @@ def test_profile_over_adb_passes_the_resolution_to_the_runner(native, multi, tmp
     calls = [c[2:] for c in adb_calls(state) if c[:2] == ["-s", PIXEL["serial"]]]
     runs = [c[1] for c in calls if c[0] == "shell" and "./elasticdit-run" in c[1]]
     assert len(runs) == 1 and f"--op r2_d2 --resolution {WIDE} --runs 1" in runs[0], runs
+
+
+def test_profile_over_adb_with_executor_runner_runs_that_resolutions_methods(multi, tmp_path):
+    """`profile --device adb --resolution HxW` with ExecuTorch's executor_runner: the methods pushed and run on the
+    phone are that resolution's, by name."""
+    from test_profile_adb import PIXEL, PROPS
+    from test_profile_support import adb_calls, arm64_elf, install_fake_adb
+
+    env = install_fake_adb(tmp_path / "bin", tmp_path / "state", {"devices": [PIXEL], "props": PROPS})
+    argv = ["profile", str(multi), "--device", "adb", "--runner", str(arm64_elf(tmp_path / "executor_runner"))]
+    result = cli.invoke(
+        app, [*argv, "--runs", "1", "--warmup", "0", "--no-op-breakdown", "--resolution", WIDE, "--json"], env=env
+    )
+    assert result.exit_code == 0, result.output + result.stderr
+    report = json.loads(result.stdout)
+    assert report["resolution"] == [128, 192] and report["decoder"]["method"] == f"decode_{WIDE}"
+    assert [p["method"] for p in report["operating_points"]] == [f"denoise_r2_d2_{WIDE}"]
+    shell = [c[3] for c in adb_calls(tmp_path / "state") if c[2:3] == ["shell"] and "./executor_runner" in c[3]]
+    methods = {part.split("=", 1)[1] for c in shell for part in c.split() if part.startswith("--method_name=")}
+    assert methods == {"encode_text", f"decode_{WIDE}", f"denoise_r2_d2_{WIDE}"}, shell
