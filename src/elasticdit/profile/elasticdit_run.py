@@ -186,12 +186,9 @@ class AppSession(AdbSession):
 
     runner_name = APP_RUNNER
 
-    resolution: Resolution = None
-
     def command(self, pick: list[str], noise: str, runs: int, warmup: int, steps, guidance) -> str:
-        """`pick`: ["--op", POINT] or ["--schedule", NAME|SPEC]."""
-        args = ["generate", ".", "--prompt", PROFILE_PROMPT, "--noise", noise, *pick, *resolution_arg(self.resolution)]
-        args += ["--runs", str(runs)]
+        """`pick`: ["--op", POINT] or ["--schedule", NAME|SPEC], then the `--resolution` if any."""
+        args = ["generate", ".", "--prompt", PROFILE_PROMPT, "--noise", noise, *pick, "--runs", str(runs)]
         args += ["--warmup", str(warmup), "--json"]
         if steps:
             args += ["--steps", str(steps)]
@@ -237,7 +234,7 @@ def measure_adb(
     dev = adb.select(serial)
     yield {"event": "device", "device": dict(device_info(adb, dev, threads), backend=BACKEND)}
     session = AppSession(adb, runner, threads, timeout)
-    session.resolution = resolution
+    at = resolution_arg(resolution)
     try:  # every listed file (the runner checks them all: programs, tokenizer files) and the manifest
         session.setup(bundle, [*sorted(f["path"] for f in manifest.files), "manifest.json"])
         noises: dict[tuple[int, ...], str] = {}
@@ -255,12 +252,12 @@ def measure_adb(
         for i, point in enumerate(points):
             file = noise(point)
             yield {"event": "stage", "text": f"{point.name} on {dev.serial} ({APP_RUNNER})"}
-            doc = session.run_point(["--op", point.name], file, runs, warmup, steps, guidance)
+            doc = session.run_point(["--op", point.name, *at], file, runs, warmup, steps, guidance)
             yield from timing_events(doc, manifest, point, i == 0, memory, resolution)
         for schedule in schedules or []:
             file = noise(manifest.point(schedule.points[0], resolution))
             yield {"event": "stage", "text": f"schedule {schedule.label} on {dev.serial} ({APP_RUNNER})"}
-            pick = ["--schedule", runner_schedule(schedule, manifest.schedules)]
+            pick = ["--schedule", runner_schedule(schedule, manifest.schedules), *at]
             doc = session.run_point(pick, file, runs, warmup, steps, guidance)
             yield schedule_event(doc, schedule, memory)
     finally:
